@@ -1,0 +1,238 @@
+"""The artifact contract every step shares.
+
+Layout under the data root (``/data`` in every container)::
+
+    runs/<run_id>/prepare/{features.npy,labels.npy,manifest.json}
+    runs/<run_id>/cluster/<variant>/{model.joblib,labels.npy,centers.npy,manifest.json}
+    runs/<run_id>/evaluate/{metrics.json,manifest.json}
+    runs/<run_id>/report/{report.html,manifest.json}
+
+A step writes into a hidden temporary directory beside its target and renames it into place only
+on success, so a reader sees the previous complete output or nothing, never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "clusterflow.manifest/1"
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+VARIANT_PATTERN = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+IMAGE_ENV = "CLUSTERFLOW_IMAGE"
+IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
+RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "joblib", "click", "matplotlib")
+
+
+class UserError(click.ClickException):
+    """A problem the user caused and can fix: one line, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class QualityGateFailed(click.ClickException):
+    """The evaluated run did not meet a quality threshold (exit code 3)."""
+
+    exit_code = 3
+
+
+def validate_name(value: str, what: str, pattern: re.Pattern[str] = RUN_ID_PATTERN) -> str:
+    """Return ``value`` if it is a safe single path component, else raise :class:`UserError`."""
+    if not pattern.fullmatch(value or "") or ".." in value or value.startswith("."):
+        raise UserError(
+            f"invalid {what} {value!r}: use 1-{pattern.pattern.rsplit(',', 1)[1].rstrip('}')} "
+            "letters, digits and '._-', not starting with '.' and without '..'"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run's artifacts under a data root."""
+
+    data_root: Path
+    run_id: str
+
+    def __post_init__(self) -> None:
+        validate_name(self.run_id, "run id")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_root / "runs" / self.run_id
+
+    def step_dir(self, step: str, variant: str | None = None) -> Path:
+        path = self.run_dir / step
+        return path / validate_name(variant, "variant", VARIANT_PATTERN) if variant else path
+
+    def cluster_variants(self) -> list[str]:
+        """Names of the complete cluster outputs of this run, sorted."""
+        root = self.step_dir("cluster")
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith("."))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_files(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    return {name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for name, p in sorted(paths.items())}
+
+
+def require_input(path: Path, produced_by: str) -> Path:
+    """Fail with a one-line fix when an upstream artifact is missing."""
+    if not path.is_file():
+        raise UserError(f"missing input {path}: run the {produced_by} step for this run id first")
+    return path
+
+
+def read_array(path: Path, produced_by: str, *, mmap: bool = False) -> np.ndarray:
+    """Load an upstream ``.npy`` artifact, mapping damage to a :class:`UserError`."""
+    require_input(path, produced_by)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}); re-run the {produced_by} step") from None
+
+
+def read_json(path: Path, produced_by: str) -> dict[str, Any]:
+    require_input(path, produced_by)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}); re-run the {produced_by} step") from None
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces ``target`` only if the block succeeds."""
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write under {parent} ({exc.strerror}): mount a writable data root "
+            f"(owned by uid {os.getuid()}) at the --data-root path"
+        ) from None
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if target.exists():
+            old = parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class StepRun:
+    """What a step records about itself while it writes its outputs into ``out``.
+
+    ``results`` holds step-specific figures (e.g. inertia); ``exit_status`` lets a step that
+    keeps its outputs but still fails (the quality gate) say so in its manifest.
+    """
+
+    step: str
+    run_id: str
+    variant: str | None
+    params: dict[str, Any]
+    out: Path
+    inputs: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    exit_status: int = 0
+
+    def manifest(self, run_dir: Path, started_at: str, started: float) -> dict[str, Any]:
+        outputs = {p.relative_to(self.out).as_posix(): p for p in self.out.rglob("*") if p.is_file()}
+        inputs = {p.relative_to(run_dir).as_posix() if p.is_relative_to(run_dir) else str(p): p
+                  for p in self.inputs.values()}
+        return {
+            "schema": MANIFEST_SCHEMA,
+            "step": self.step,
+            "variant": self.variant,
+            "run_id": self.run_id,
+            "params": self.params,
+            "inputs": describe_files(inputs),
+            "outputs": describe_files(outputs),
+            "results": self.results,
+            "image": {"name": os.environ.get(IMAGE_ENV), "digest": os.environ.get(IMAGE_DIGEST_ENV)},
+            "python": platform.python_version(),
+            "packages": package_versions(),
+            "started_at": started_at,
+            "finished_at": _now(),
+            "duration_seconds": round(time.perf_counter() - started, 3),
+            "exit_status": self.exit_status,
+        }
+
+
+@contextlib.contextmanager
+def step_output(layout: RunLayout, step: str, params: dict[str, Any],
+                variant: str | None = None) -> Iterator[StepRun]:
+    """Run a step's writes atomically and finish them with a ``manifest.json``."""
+    started_at, started = _now(), time.perf_counter()
+    with atomic_dir(layout.step_dir(step, variant)) as tmp:
+        run = StepRun(step=step, run_id=layout.run_id, variant=variant, params=params, out=tmp)
+        yield run
+        manifest = run.manifest(layout.run_dir, started_at, started)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def save_array(run: StepRun, name: str, array: np.ndarray) -> Path:
+    path = run.out / name
+    np.save(path, array, allow_pickle=False)
+    return path
+
+
+def save_json(run: StepRun, name: str, payload: dict[str, Any]) -> Path:
+    path = run.out / name
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path
