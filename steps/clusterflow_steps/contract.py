@@ -20,7 +20,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import shutil
 import time
 import uuid
@@ -32,10 +31,10 @@ from typing import Any
 import click
 import numpy as np
 
+from clusterflow_steps.naming import RUN_ID, VARIANT, NameRule
+
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "clusterflow.manifest/1"
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
-VARIANT_PATTERN = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 IMAGE_ENV = "CLUSTERFLOW_IMAGE"
 IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
 RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "joblib", "click", "matplotlib")
@@ -53,13 +52,11 @@ class QualityGateFailed(click.ClickException):
     exit_code = 3
 
 
-def validate_name(value: str, what: str, pattern: re.Pattern[str] = RUN_ID_PATTERN) -> str:
+def validate_name(value: str, rule: NameRule = RUN_ID) -> str:
     """Return ``value`` if it is a safe single path component, else raise :class:`UserError`."""
-    if not pattern.fullmatch(value or "") or ".." in value or value.startswith("."):
-        raise UserError(
-            f"invalid {what} {value!r}: use 1-{pattern.pattern.rsplit(',', 1)[1].rstrip('}')} "
-            "letters, digits and '._-', not starting with '.' and without '..'"
-        )
+    problem = rule.problem(value)
+    if problem:
+        raise UserError(problem)
     return value
 
 
@@ -71,7 +68,7 @@ class RunLayout:
     run_id: str
 
     def __post_init__(self) -> None:
-        validate_name(self.run_id, "run id")
+        validate_name(self.run_id)
 
     @property
     def run_dir(self) -> Path:
@@ -79,7 +76,7 @@ class RunLayout:
 
     def step_dir(self, step: str, variant: str | None = None) -> Path:
         path = self.run_dir / step
-        return path / validate_name(variant, "variant", VARIANT_PATTERN) if variant else path
+        return path / validate_name(variant, VARIANT) if variant else path
 
     def cluster_variants(self) -> list[str]:
         """Names of the complete cluster outputs of this run, sorted."""
@@ -144,8 +141,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         tmp.mkdir()
     except OSError as exc:
         raise UserError(
-            f"cannot write under {parent} ({exc.strerror}): mount a writable data root "
-            f"(owned by uid {os.getuid()}) at the --data-root path"
+            f"cannot write under {parent} ({exc.strerror}): make the data root writable by uid "
+            f"{os.getuid()}, or run as its owner (docker run --user \"$(id -u):$(id -g)\" ...)"
         ) from None
     try:
         yield tmp

@@ -1,0 +1,1 @@
+"""clusterflow orchestration: the pipeline spec and its renderings (local runner, Airflow DAG)."""

@@ -1,0 +1,74 @@
+"""``clusterflow`` on the host: run the whole pipeline as containers, like the DAG does."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+import docker
+import docker.errors
+
+from clusterflow import spec
+from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
+from clusterflow.version import VERSION
+
+
+def _param_options(command: Any) -> Any:
+    """One click option per :class:`spec.PipelineParams` field, so the list lives only in the spec."""
+    hints = typing.get_type_hints(spec.PipelineParams)
+    for f in reversed(dataclasses.fields(spec.PipelineParams)):
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        extra: dict[str, Any] = {"help": f.metadata["help"], "show_default": True}
+        if f.name == "inits":
+            option = click.option("--init", "inits", multiple=True, type=click.Choice(spec.INITS),
+                                  default=f.default, **extra)
+        elif kind is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", default=f.default, **extra)
+        else:
+            base = next(t for t in typing.get_args(kind) or (kind,) if t is not type(None))
+            option = click.option(flag, type=base, default=f.default, **extra)
+        command = option(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION)
+def main() -> None:
+    """clusterflow: the digits K-Means pipeline as containers."""
+
+
+@main.command()
+@click.option("--run-id", default=lambda: dt.datetime.now().strftime("run-%Y%m%d-%H%M%S"),
+              show_default="run-<date>-<time>", help="Run id: 1-128 letters, digits and '._-'.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
+              show_default=True, help="Host directory mounted at /data in every step.")
+@click.option("--image-tag", default=VERSION, show_default=True, help="Tag of the clusterflow/<step> images.")
+@_param_options
+def run(run_id: str, data_dir: Path, image_tag: str, **params: Any) -> None:
+    """Run prepare, cluster (one per init), evaluate and report as containers, in order."""
+    try:
+        pipeline_params = spec.PipelineParams(**{k: tuple(v) if isinstance(v, tuple) else v
+                                                 for k, v in params.items()})
+        spec.validate_run_id(run_id)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise click.ClickException(f"no Docker engine answers ({exc}); run scripts/ensure-docker.sh "
+                                   "or set DOCKER_HOST") from None
+    runner = LocalRunner(client, data_dir)
+    try:
+        report = runner.run(run_id, pipeline_params, image_tag)
+    except PipelineImageMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    except PipelineFailed as exc:
+        click.echo(f"clusterflow: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(f"report: {report}")

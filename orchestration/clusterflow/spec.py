@@ -1,0 +1,203 @@
+"""The pipeline, defined once: its steps, images, commands, mounts and parameters.
+
+Nothing here imports Airflow or Docker. The Airflow DAG and the local runner are two renderings
+of :func:`stages`; neither spells out a step, a flag or a mount of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterflow_steps.naming import RUN_ID, VARIANT
+
+STEPS = ("prepare", "cluster", "evaluate", "report")
+INITS = ("k-means++", "random", "pca")
+BUILTIN_DATASETS = ("digits", "synthetic")
+DATA_MOUNT = "/data"
+INPUT_MOUNT = "/input"
+IMAGE_REPOSITORY = "clusterflow"
+IMAGE_ENV = "CLUSTERFLOW_IMAGE"
+IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
+STEP_USER = "10001:10001"
+LABEL_PREFIX = "io.clusterflow"
+QUALITY_GATE_EXIT = 3
+
+# How every step container runs, in both renderings: steps need no network, no privileges and
+# no writable root filesystem; only /data (the mount) and /tmp (a tmpfs) are writable.
+CONTAINER_POLICY: dict[str, Any] = {
+    "network_mode": "none",
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,nosuid,nodev,size=512m"},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+}
+
+
+def _param(default: Any, help: str, steps: tuple[str, ...], *, flag: str | None = None,
+           when: Callable[[PipelineParams], bool] | None = None, **schema: Any) -> Any:
+    return field(default=default, metadata={
+        "help": help, "steps": steps, "flag": flag, "when": when, "schema": schema})
+
+
+def _synthetic(params: PipelineParams) -> bool:
+    return params.dataset == "synthetic"
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """Run parameters; the defaults reproduce the scikit-learn digits demo."""
+
+    dataset: str = _param("digits", "digits, synthetic, or a .csv/.npy/.npz file", ("prepare",))
+    label_column: str | None = _param(None, "CSV column holding true labels", ("prepare",))
+    n_samples: int = _param(10_000, "synthetic: number of samples", ("prepare",), when=_synthetic, minimum=2)
+    n_features: int = _param(64, "synthetic: number of features", ("prepare",), when=_synthetic, minimum=1)
+    n_centers: int = _param(10, "synthetic: number of blob centers", ("prepare",), when=_synthetic, minimum=1)
+    n_clusters: int | None = _param(None, "clusters (default: number of distinct labels)", ("cluster",),
+                                    minimum=2)
+    inits: tuple[str, ...] = _param(INITS, "init strategies; one cluster task per strategy", ("cluster",))
+    n_init: int = _param(4, "K-Means runs per fit (the pca init always runs once)", ("cluster",), minimum=1)
+    seed: int = _param(0, "random seed of data, fits and silhouette sampling", STEPS, minimum=0)
+    minibatch: bool = _param(False, "use MiniBatchKMeans on memory-mapped features", ("cluster",))
+    min_ari: float | None = _param(None, "quality gate: minimum adjusted Rand index", ("evaluate",))
+    min_ami: float | None = _param(None, "quality gate: minimum adjusted mutual information", ("evaluate",))
+    min_v_measure: float | None = _param(None, "quality gate: minimum V-measure", ("evaluate",))
+    min_silhouette: float | None = _param(None, "quality gate: minimum silhouette", ("evaluate",))
+    max_inertia: float | None = _param(None, "quality gate: maximum inertia", ("evaluate",))
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str | None:
+        """One line saying what is wrong with these params and how to fix it, or ``None``."""
+        if not self.inits or len(set(self.inits)) != len(self.inits):
+            return f"inits {list(self.inits)!r}: give one or more distinct strategies of {', '.join(INITS)}"
+        unknown = [i for i in self.inits if i not in INITS]
+        if unknown:
+            return f"unknown init {unknown[0]!r}: choose from {', '.join(INITS)}"
+        if self.n_clusters is not None and self.n_clusters < 2:
+            return f"n_clusters {self.n_clusters}: use 2 or more"
+        for name in ("n_init", "n_samples", "n_features", "n_centers", "seed"):
+            minimum = FIELDS[name].metadata["schema"]["minimum"]
+            if getattr(self, name) < minimum:
+                return f"{name} {getattr(self, name)}: use {minimum} or more"
+        return None
+
+    def flags(self, step: str) -> list[str]:
+        """Command-line flags of ``step`` for these params (the cluster init comes per task)."""
+        args: list[str] = []
+        for f in dataclasses.fields(self):
+            meta, value = f.metadata, getattr(self, f.name)
+            if step not in meta["steps"] or f.name == "inits" or value is None:
+                continue
+            if meta["when"] is not None and not meta["when"](self):
+                continue
+            flag = meta["flag"] or "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag if value else "--no-" + flag[2:])
+            else:
+                args += [flag, str(value)]
+        return args
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(PipelineParams)}
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount (``source`` is an absolute host path) or a named volume."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "bind" if self.source.startswith("/") else "volume"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One container launch: a step (and, for cluster, one variant)."""
+
+    step: str
+    image: str
+    command: tuple[str, ...]
+    variant: str | None = None
+    runs_after_gate_failure: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.step}[{self.variant}]" if self.variant else self.step
+
+
+def image_ref(step: str, tag: str, repository: str = IMAGE_REPOSITORY) -> str:
+    return f"{repository}/{step}:{tag}"
+
+
+def validate_run_id(run_id: str) -> str:
+    problem = RUN_ID.problem(run_id)
+    if problem:
+        raise ValueError(problem)
+    return run_id
+
+
+def dataset_in_container(dataset: str) -> str:
+    """Where a user's dataset file appears inside the step container."""
+    if dataset in BUILTIN_DATASETS or dataset.startswith(DATA_MOUNT + "/"):
+        return dataset
+    return f"{INPUT_MOUNT}/{Path(dataset).name}"
+
+
+def mounts(data_source: str, dataset: str = "digits") -> list[Mount]:
+    """The data root at ``/data``; a user dataset outside it read-only under ``/input``."""
+    found = [Mount(data_source, DATA_MOUNT)]
+    if dataset_in_container(dataset) != dataset:
+        found.append(Mount(str(Path(dataset).resolve()), dataset_in_container(dataset), read_only=True))
+    return found
+
+
+def command(step: str, run_id: str, params: PipelineParams, variant: str | None = None) -> tuple[str, ...]:
+    """Arguments after the image's entrypoint (the step CLI)."""
+    args = ["--run-id", validate_run_id(run_id), *params.flags(step)]
+    if step == "prepare":
+        args[args.index("--dataset") + 1] = dataset_in_container(params.dataset)
+    if step == "cluster":
+        problem = VARIANT.problem(variant)
+        if problem:
+            raise ValueError(problem)
+        args += ["--init", variant, "--variant", variant]
+    return tuple(args)
+
+
+def stages(run_id: str, params: PipelineParams, tag: str,
+           repository: str = IMAGE_REPOSITORY) -> list[list[Task]]:
+    """The pipeline in order; tasks within a stage are independent of each other."""
+    def task(step: str, variant: str | None = None) -> Task:
+        return Task(step, image_ref(step, tag, repository), command(step, run_id, params, variant),
+                    variant, runs_after_gate_failure=step == "report")
+
+    return [[task("prepare")], [task("cluster", init) for init in params.inits],
+            [task("evaluate")], [task("report")]]
+
+
+def labels(dag_id: str, run_id: str, task: Task, try_number: int = 1) -> dict[str, str]:
+    """Docker labels that tie a container to its pipeline run (for cleanup and audit)."""
+    return {f"{LABEL_PREFIX}.dag_id": dag_id, f"{LABEL_PREFIX}.run_id": run_id,
+            f"{LABEL_PREFIX}.task_id": task.name, f"{LABEL_PREFIX}.try_number": str(try_number)}
+
+
+def step_environment(image: str, digest: str | None) -> dict[str, str]:
+    """Tells a step which image it runs in, so its manifest records it."""
+    env = {IMAGE_ENV: image}
+    if digest:
+        env[IMAGE_DIGEST_ENV] = digest
+    return env

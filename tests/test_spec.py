@@ -1,0 +1,109 @@
+"""The pipeline spec: one definition of steps, commands, mounts and params."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from clusterflow import cli, spec
+
+
+def test_stages_run_the_four_steps_in_order_with_one_cluster_task_per_init():
+    stages = spec.stages("demo", spec.PipelineParams(), "1.2.3")
+    assert [[t.name for t in stage] for stage in stages] == [
+        ["prepare"], ["cluster[k-means++]", "cluster[random]", "cluster[pca]"], ["evaluate"], ["report"]]
+    assert [t.image for t in stages[1]] == ["clusterflow/cluster:1.2.3"] * 3
+    assert [t.runs_after_gate_failure for stage in stages for t in stage] == [False] * 5 + [True]
+
+
+def test_commands_carry_the_demo_defaults():
+    params = spec.PipelineParams()
+    assert spec.command("prepare", "r1", params) == ("--run-id", "r1", "--dataset", "digits", "--seed", "0")
+    assert spec.command("cluster", "r1", params, "pca") == (
+        "--run-id", "r1", "--n-init", "4", "--seed", "0", "--no-minibatch",
+        "--init", "pca", "--variant", "pca")
+    assert spec.command("evaluate", "r1", params) == ("--run-id", "r1", "--seed", "0")
+    assert spec.command("report", "r1", params) == ("--run-id", "r1", "--seed", "0")
+
+
+def test_optional_params_reach_only_their_step():
+    params = spec.PipelineParams(dataset="synthetic", n_samples=500, n_clusters=7, min_ari=0.5, minibatch=True)
+    assert spec.command("prepare", "r", params)[2:] == (
+        "--dataset", "synthetic", "--n-samples", "500", "--n-features", "64", "--n-centers", "10", "--seed", "0")
+    cluster = spec.command("cluster", "r", params, "random")
+    assert ("--n-clusters", "7") == cluster[cluster.index("--n-clusters"):][:2] and "--minibatch" in cluster
+    assert "--min-ari" not in cluster
+    assert spec.command("evaluate", "r", params)[2:] == ("--seed", "0", "--min-ari", "0.5")
+
+
+def test_a_user_dataset_is_mounted_read_only_under_input(tmp_path):
+    data = tmp_path / "points.csv"
+    data.write_text("a,b\n1,2\n")
+    params = spec.PipelineParams(dataset=str(data))
+    assert spec.command("prepare", "r", params)[3] == "/input/points.csv"
+    assert spec.mounts("/srv/data", params.dataset) == [
+        spec.Mount("/srv/data", "/data"), spec.Mount(str(data), "/input/points.csv", read_only=True)]
+    assert spec.mounts("clusterflow-data")[0].kind == "volume"
+    assert spec.mounts("/srv/data")[0].kind == "bind"
+
+
+@pytest.mark.parametrize("run_id", ["", "a/b", "..", "../x", ".hidden", "a b", "x" * 129, "a..b"])
+def test_unsafe_run_ids_are_refused(run_id):
+    with pytest.raises(ValueError, match="invalid run id"):
+        spec.stages(run_id, spec.PipelineParams(), "t")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"inits": ()}, "give one or more"), ({"inits": ("random", "random")}, "distinct"),
+    ({"inits": ("kmeans",)}, "unknown init"), ({"n_clusters": 1}, "n_clusters 1"),
+    ({"n_init": 0}, "n_init 0"), ({"seed": -1}, "seed -1"),
+])
+def test_invalid_params_are_refused_with_one_line(change, message):
+    with pytest.raises(ValueError, match=message):
+        spec.PipelineParams(**change)
+
+
+def test_container_policy_isolates_steps():
+    assert spec.CONTAINER_POLICY["network_mode"] == "none"
+    assert spec.CONTAINER_POLICY["read_only"] is True
+    assert spec.CONTAINER_POLICY["cap_drop"] == ["ALL"]
+    assert "/tmp" in spec.CONTAINER_POLICY["tmpfs"]
+
+
+def test_the_run_command_offers_every_pipeline_param(monkeypatch):
+    seen = {}
+
+    class FakeRunner:
+        def __init__(self, client, data_dir):
+            seen["data_dir"] = data_dir
+
+        def run(self, run_id, params, tag):
+            seen.update(run_id=run_id, params=params, tag=tag)
+            return seen["data_dir"] / "report.html"
+
+    class FakeClient:
+        def ping(self):
+            return True
+
+    monkeypatch.setattr(cli, "LocalRunner", FakeRunner)
+    monkeypatch.setattr(cli.docker, "from_env", FakeClient)
+    runner = CliRunner()
+    help_text = runner.invoke(cli.main, ["run", "--help"]).output
+    for f in dataclasses.fields(spec.PipelineParams):
+        assert ("--init" if f.name == "inits" else "--" + f.name.replace("_", "-")) in help_text
+    result = runner.invoke(cli.main, ["run", "--run-id", "r1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen["params"] == spec.PipelineParams() and seen["run_id"] == "r1"
+    result = runner.invoke(cli.main, ["run", "--run-id", "r2", "--init", "random", "--n-clusters", "8"])
+    assert seen["params"] == spec.PipelineParams(inits=("random",), n_clusters=8)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run-id", "../etc"], "invalid run id"), (["--n-clusters", "1"], "n_clusters 1"),
+    (["--init", "bogus"], "bogus"),
+])
+def test_the_run_command_refuses_bad_input_with_exit_2(args, message):
+    result = CliRunner().invoke(cli.main, ["run", *args])
+    assert result.exit_code == 2 and message in result.output
