@@ -1,0 +1,38 @@
+# clusterflow: the two commands that matter are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+RUN_ID ?= digits-demo
+DATA_DIR ?= data
+PYTEST_ARGS ?=
+
+.PHONY: run test images venv lock clean help
+
+help:
+	@echo "make run    - set up, build the step images, run the digits pipeline, print the report path"
+	@echo "make test   - run the whole test suite (builds images; needs a Docker engine, see README)"
+	@echo "make images - (re)build the base and step images"
+	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
+
+$(BIN)/clusterflow: requirements/dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(BIN)/clusterflow
+
+images:
+	scripts/build-images.sh
+
+run: venv images
+	$(BIN)/clusterflow run --run-id $(RUN_ID) --data-dir $(DATA_DIR)
+
+test: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lock:
+	scripts/lock-deps.sh
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,107 @@
+"""The whole pipeline through the local runner: the same containers, commands and mounts as the DAG."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clusterflow import spec
+from tests.containers.conftest import image
+from tests.demo_reference import assert_matches_demo
+
+pytestmark = pytest.mark.container
+
+CONTRACT = {
+    "prepare": ["features.npy", "labels.npy", "manifest.json"],
+    "cluster/k-means++": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
+    "cluster/random": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
+    "cluster/pca": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
+    "evaluate": ["manifest.json", "metrics.json"],
+    "report": ["manifest.json", "report.html"],
+}
+
+
+def clusterflow_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).with_name("clusterflow")), "run", "--data-dir", str(data_dir), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def leftover_containers(engine) -> list:
+    return engine.containers.list(all=True, filters={"label": f"{spec.LABEL_PREFIX}.dag_id=local"})
+
+
+@pytest.fixture(scope="module")
+def demo_run(docker_cli, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    data_dir = tmp_path_factory.mktemp("pipeline") / "data"
+    return clusterflow_run(data_dir, "--run-id", "demo"), data_dir / "runs" / "demo"
+
+
+def test_the_runner_streams_each_step_and_prints_the_report(demo_run):
+    result, run_dir = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("prepare", "cluster[k-means++]", "cluster[random]", "cluster[pca]", "evaluate", "report"):
+        assert f"==> {name}: clusterflow/" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == f"report: {run_dir / 'report' / 'report.html'}"
+
+
+def test_the_run_honours_the_artifact_contract(demo_run):
+    _, run_dir = demo_run
+    for step_dir, files in CONTRACT.items():
+        assert sorted(p.name for p in (run_dir / step_dir).iterdir()) == files, step_dir
+    assert not [p for p in run_dir.rglob(".*")], "temporary directories left behind"
+
+
+def test_manifests_chain_the_hashes_and_record_the_image(demo_run, engine):
+    _, run_dir = demo_run
+    prepare = json.loads((run_dir / "prepare/manifest.json").read_text())
+    for variant in ("k-means++", "random", "pca"):
+        cluster = json.loads((run_dir / f"cluster/{variant}/manifest.json").read_text())
+        assert cluster["inputs"]["prepare/features.npy"] == prepare["outputs"]["features.npy"]
+        assert cluster["params"]["init"] == variant
+        assert cluster["image"] == {"name": image("cluster"), "digest": engine.images.get(image("cluster")).id}
+        labels = np.load(run_dir / f"cluster/{variant}/labels.npy")
+        assert labels.shape == (1797,) and len(np.unique(labels)) == 10
+    for step in spec.STEPS:
+        manifest = json.loads(next((run_dir / step).rglob("manifest.json")).read_text())
+        assert manifest["run_id"] == "demo" and manifest["exit_status"] == 0
+        assert manifest["packages"]["scikit-learn"] and manifest["duration_seconds"] >= 0
+
+
+def test_containers_reproduce_the_scikit_learn_demo(demo_run):
+    _, run_dir = demo_run
+    metrics = json.loads((run_dir / "evaluate/metrics.json").read_text())
+    assert_matches_demo(metrics["variants"])
+    assert metrics["ranked_by"] == "adjusted_mutual_info"
+    assert metrics["best"] == max(metrics["variants"], key=lambda v: metrics["variants"][v]["adjusted_mutual_info"])
+    html = (run_dir / "report/report.html").read_text()
+    assert "<table" in html and "data:image/png;base64," in html
+
+
+def test_no_step_container_outlives_its_run(demo_run, engine):
+    assert leftover_containers(engine) == []
+
+
+def test_a_failing_step_stops_the_run_with_its_name_and_code(docker_cli, data_dir, tmp_path):
+    broken = tmp_path / "broken.npy"
+    broken.write_bytes(b"\x93NUMPY not really")
+    result = clusterflow_run(data_dir, "--run-id", "bad", "--dataset", str(broken))
+    assert result.returncode == 2
+    assert "step prepare failed with exit code 2" in result.stderr
+    assert "broken.npy" in result.stdout  # the step's own one-line reason, streamed
+    assert not (data_dir / "runs/bad/prepare").exists() and not (data_dir / "runs/bad/cluster").exists()
+
+
+def test_a_quality_gate_breach_still_reports_then_exits_3(engine, data_dir):
+    result = clusterflow_run(data_dir, "--run-id", "gated", "--init", "k-means++", "--min-ari", "0.99")
+    assert result.returncode == 3, result.stderr
+    assert "step evaluate failed with exit code 3 (then ran report)" in result.stderr
+    assert "quality gate failed" in result.stdout
+    run_dir = data_dir / "runs/gated"
+    assert json.loads((run_dir / "evaluate/manifest.json").read_text())["exit_status"] == 3
+    assert (run_dir / "report/report.html").is_file()
+    assert leftover_containers(engine) == []
