@@ -14,9 +14,22 @@ from clusterflow_steps.contract import RunLayout
 ENV_PREFIX = "CLUSTERFLOW"
 
 
+class StepCommand(click.Command):
+    """A command whose usage errors (bad option values) print one line, like every other user error."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            exc.message = f"{exc.message.rstrip()} (see {info_name or self.name} --help)"
+            exc.ctx = None  # no usage banner: "Error: <problem>" only
+            raise
+
+
 def step_command(help_text: str) -> Callable[[Callable[..., Any]], click.Command]:
     """Declare a step's top-level command; every option is settable as ``CLUSTERFLOW_<OPTION>``."""
-    return click.command(help=help_text, context_settings={
+    return click.command(cls=StepCommand, help=help_text, context_settings={
         "auto_envvar_prefix": ENV_PREFIX, "show_default": True, "help_option_names": ["-h", "--help"]})
 
 

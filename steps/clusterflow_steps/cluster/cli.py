@@ -1,0 +1,67 @@
+"""The cluster step's click shell: fit one variant, write ``cluster/<variant>/`` atomically."""
+
+from __future__ import annotations
+
+import click
+import joblib
+
+from clusterflow_steps.cli import run_options, step_command
+from clusterflow_steps.cluster import model
+from clusterflow_steps.contract import (RunLayout, UserError, read_array, save_array, step_output,
+                                        validate_name)
+from clusterflow_steps.naming import VARIANT
+
+MODEL = "model.joblib"
+
+
+@step_command("Fit scikit-learn's StandardScaler -> KMeans pipeline on prepare/features.npy, as the "
+              "digits demo does, and write cluster/<variant>/: model.joblib (the fitted pipeline), "
+              "labels.npy, centers.npy (in the original feature space) and a manifest.")
+@click.option("--n-clusters", type=click.IntRange(min=2), default=None, show_envvar=True,
+              show_default="the number of distinct labels",
+              help="Number of clusters (required without labels).")
+@click.option("--init", type=click.Choice(model.INITS), default="k-means++", show_envvar=True,
+              help="k-means++ or random (seeded, --n-init runs), or pca: the components of a PCA of the "
+                   "unscaled data as initial centers, one run.")
+@click.option("--n-init", type=click.IntRange(min=1), default=4, show_envvar=True,
+              help="K-Means runs with different seeds, the best kept (the pca init always runs once).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_envvar=True,
+              help="random_state of K-Means (and of the PCA of the pca init).")
+@click.option("--variant", default=None, show_envvar=True, show_default="the --init name",
+              help="Output name under cluster/.")
+@click.option("--minibatch/--no-minibatch", default=False, show_envvar=True,
+              help="Fit MiniBatchKMeans on memory-mapped features (for large data).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_envvar=True,
+              help="--minibatch: samples per mini-batch.")
+@run_options
+def main(layout: RunLayout, n_clusters: int | None, init: str, n_init: int, seed: int, variant: str | None,
+         minibatch: bool, batch_size: int) -> None:
+    variant = validate_name(variant or init, VARIANT)
+    params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "seed": seed, "variant": variant,
+              "minibatch": minibatch, "batch_size": batch_size}
+    prepared = layout.step_dir("prepare")
+    inputs = {"features": prepared / "features.npy"}
+    features = read_array(inputs["features"], "prepare", mmap=True)
+    if features.ndim != 2:
+        raise UserError(f"{inputs['features']} has shape {features.shape}, not (samples, features): "
+                        "re-run the prepare step")
+    if n_clusters is None:
+        inputs["labels"] = prepared / "labels.npy"
+        if not inputs["labels"].is_file():
+            raise UserError("the prepared data have no labels to count clusters from: pass --n-clusters")
+        n_clusters = model.default_n_clusters(read_array(inputs["labels"], "prepare"))
+    model.check_n_clusters(n_clusters, *features.shape, init)
+
+    kmeans = model.make_kmeans(features, n_clusters, init, n_init, seed, minibatch=minibatch,
+                               batch_size=batch_size)
+    fitted = model.fit(features, kmeans)
+    with step_output(layout, "cluster", params, variant) as run:
+        joblib.dump(fitted.pipeline, run.out / MODEL)
+        save_array(run, "labels.npy", fitted.labels)
+        save_array(run, "centers.npy", fitted.centers)
+        run.inputs.update(inputs)
+        run.results.update(inertia=fitted.inertia, fit_seconds=fitted.fit_seconds, n_iter=fitted.n_iter,
+                           n_clusters=n_clusters, init=init, n_init=fitted.n_init,
+                           estimator=type(kmeans).__name__)
+    click.echo(f"cluster: wrote {layout.step_dir('cluster', variant)} ({type(kmeans).__name__}, init {init}, "
+               f"{n_clusters} clusters, inertia {fitted.inertia:.0f}, {fitted.fit_seconds:.3f}s)")

@@ -1,0 +1,4 @@
+"""The prepare step: load or generate a dataset, validate it, write features (and labels).
+
+``datasets`` is the functional core (sources in, validated arrays out); ``cli`` is the click shell.
+"""

@@ -1,0 +1,48 @@
+"""The prepare step's click shell: load and validate a dataset, write ``prepare/`` atomically."""
+
+from __future__ import annotations
+
+import click
+
+from clusterflow_steps.cli import run_options, step_command
+from clusterflow_steps.contract import RunLayout, save_array, step_output
+from clusterflow_steps.prepare import datasets
+
+FEATURES = "features.npy"
+LABELS = "labels.npy"
+
+
+@step_command("Load a dataset (scikit-learn's handwritten digits by default), validate it and write "
+              "prepare/features.npy, prepare/labels.npy (when the data have labels) and a manifest.")
+@click.option("--dataset", default="digits", show_envvar=True,
+              help="digits (load_digits), synthetic (Gaussian blobs) or the path of a .csv (header row), "
+                   ".npy (2-D features) or .npz (array X, optional y) file.")
+@click.option("--label-column", default=None, show_envvar=True,
+              help=".csv only: the column holding true labels (default: the data have no labels).")
+@click.option("--n-samples", type=click.IntRange(min=2), default=10_000, show_envvar=True,
+              help="synthetic: number of samples.")
+@click.option("--n-features", type=click.IntRange(min=1), default=64, show_envvar=True,
+              help="synthetic: number of features.")
+@click.option("--n-centers", type=click.IntRange(min=1), default=10, show_envvar=True,
+              help="synthetic: number of blob centers (= distinct labels).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_envvar=True,
+              help="synthetic: random seed of the blobs.")
+@run_options
+def main(layout: RunLayout, dataset: str, label_column: str | None, n_samples: int, n_features: int,
+         n_centers: int, seed: int) -> None:
+    params = {"dataset": dataset, "label_column": label_column, "seed": seed}
+    if dataset == "synthetic":
+        params.update(n_samples=n_samples, n_features=n_features, n_centers=n_centers)
+    data = datasets.load(dataset, label_column=label_column, n_samples=n_samples, n_features=n_features,
+                         n_centers=n_centers, seed=seed)
+    with step_output(layout, "prepare", params) as run:
+        save_array(run, FEATURES, data.features)
+        if data.labels is not None:
+            save_array(run, LABELS, data.labels)
+        if data.source is not None:
+            run.inputs["dataset"] = data.source.resolve()
+        run.results.update(n_samples=data.features.shape[0], n_features=data.features.shape[1],
+                           n_labels=data.n_labels)
+    labels = f"{data.n_labels} distinct labels" if data.labels is not None else "no labels"
+    click.echo(f"prepare: wrote {layout.step_dir('prepare')} ({data.features.shape[0]} x "
+               f"{data.features.shape[1]} {data.features.dtype} features, {labels})")
