@@ -1,0 +1,156 @@
+"""The report's figures: matplotlib (Agg, no pyplot state) rendered to PNG bytes.
+
+Each builder returns a :class:`Figure` carrying the PNG, its alt text and a caption; the page
+embeds it as a ``data:`` URI.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure as MplFigure  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.metrics.cluster import contingency_matrix  # noqa: E402
+
+DPI = 80
+GRID_POINTS = 400  # decision-region mesh: GRID_POINTS x GRID_POINTS, whatever the data's size
+MAX_FIT_ROWS = 50_000  # PCA and KMeans of the decision-region figure fit at most this many rows
+MAX_PLOT_ROWS = 20_000  # ... and draw at most this many points
+MAX_ANNOTATED_CELLS = 30  # contingency counts are written in cells while both sides are this small
+MAX_CENTER_IMAGES = 100
+
+
+@dataclass(frozen=True)
+class Figure:
+    png: bytes
+    alt: str
+    caption: str
+
+
+def _png(fig: MplFigure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _text(value: object) -> str:
+    """A data value as matplotlib text: ``$`` would otherwise start mathtext."""
+    return str(value).replace("$", r"\$")
+
+
+def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Sorted row indices of a seeded sample of ``size`` of ``n`` rows, or None to use them all."""
+    return None if n <= size else np.sort(rng.choice(n, size=size, replace=False))
+
+
+def decision_regions(features: np.ndarray, n_clusters: int, seed: int, *, digits: bool) -> Figure:
+    """The demo's final figure: K-means on PCA-reduced data, regions coloured, centroids as crosses."""
+    n = features.shape[0]
+    rng = np.random.default_rng(seed)
+    fit_rows = _sample(n, MAX_FIT_ROWS, rng)
+    data = np.asarray(features if fit_rows is None else features[fit_rows], dtype=np.float64)
+    reduced = PCA(n_components=2).fit_transform(data)
+    kmeans = KMeans(init="k-means++", n_clusters=min(n_clusters, len(reduced)), n_init=4, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate points, fewer distinct points than clusters
+        kmeans.fit(reduced)
+
+    # A fixed mesh over the data's bounding box (plus a margin), predicted in one pass.
+    low, high = reduced.min(axis=0), reduced.max(axis=0)
+    margin = np.maximum((high - low) * 0.05, 1e-9)
+    low, high = low - margin, high + margin
+    xs, ys = np.linspace(low[0], high[0], GRID_POINTS), np.linspace(low[1], high[1], GRID_POINTS)
+    xx, yy = np.meshgrid(xs, ys)
+    regions = kmeans.predict(np.c_[xx.ravel(), yy.ravel()]).reshape(xx.shape)
+
+    plot_rows = _sample(len(reduced), MAX_PLOT_ROWS, rng)
+    points = reduced if plot_rows is None else reduced[plot_rows]
+
+    fig = MplFigure(figsize=(8, 6.5))
+    ax = fig.add_subplot()
+    ax.imshow(regions, interpolation="nearest", extent=(low[0], high[0], low[1], high[1]),
+              cmap="Paired", aspect="auto", origin="lower")
+    ax.plot(points[:, 0], points[:, 1], "k.", markersize=2)
+    centroids = kmeans.cluster_centers_
+    ax.scatter(centroids[:, 0], centroids[:, 1], marker="x", s=169, linewidths=3, color="w", zorder=10)
+    what = "the digits dataset" if digits else "the dataset"
+    ax.set_title(f"K-means clustering on {what} (PCA-reduced data)\nCentroids are marked with white cross")
+    ax.set_xlabel("first principal component")
+    ax.set_ylabel("second principal component")
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    ax.set_xticks(())
+    ax.set_yticks(())
+
+    caption = (f"As in the scikit-learn demo: the data reduced to 2-D by PCA(n_components=2), then "
+               f"KMeans(init=\"k-means++\", n_clusters={kmeans.n_clusters}, n_init=4, random_state={seed}) "
+               f"fitted on the reduced data; the background colours each point of a {GRID_POINTS}×{GRID_POINTS} "
+               "grid by the cluster it is assigned to. This is a 2-D illustration, not the model of the table.")
+    if fit_rows is not None:
+        caption += (f" PCA and KMeans were fitted on a random sample (seed {seed}) of {len(fit_rows):,} of "
+                    f"the {n:,} samples.")
+    if plot_rows is not None:
+        caption += f" The dots show a random sample of {len(plot_rows):,} of the fitted points."
+    alt = f"Decision regions of {kmeans.n_clusters} K-means clusters on PCA-reduced data, with centroids."
+    return Figure(_png(fig), alt, caption)
+
+
+def center_images(centers: np.ndarray, variant: str, cluster_sizes: np.ndarray) -> Figure:
+    """Each 64-feature cluster center drawn as an 8x8 grayscale image, labelled ``cluster i``."""
+    shown = centers[:MAX_CENTER_IMAGES]
+    k = len(shown)
+    cols = min(k, 10)
+    rows = -(-k // cols)
+    fig = MplFigure(figsize=(1.2 * cols, 1.45 * rows + 0.5))
+    vmin, vmax = float(np.min(shown)), float(np.max(shown))
+    for i, center in enumerate(shown):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(np.asarray(center, dtype=np.float64).reshape(8, 8), cmap="gray_r", vmin=vmin,
+                  vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
+        ax.set_title(f"cluster {i}", fontsize=9)
+        ax.set_xlabel(f"n={int(cluster_sizes[i]):,}", fontsize=8)
+        ax.set_xticks(())
+        ax.set_yticks(())
+    fig.suptitle(f"Cluster centers of variant {_text(variant)} as 8×8 images (dark = high)", fontsize=11)
+    caption = (f"The {len(centers)} cluster centers of the best variant in the original feature space, each "
+               "of its 64 features drawn as one pixel of an 8×8 image on a common gray scale; n is the "
+               "number of samples in the cluster.")
+    if len(centers) > k:
+        caption += f" The first {k} of {len(centers)} centers are shown."
+    return Figure(_png(fig), f"Cluster centers of variant {variant} as 8x8 grayscale images.", caption)
+
+
+def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, variant: str) -> Figure:
+    """Counts of samples per (cluster, true label), cluster rows, annotated while the grid is small."""
+    clusters, truths = np.unique(cluster_labels), np.unique(true_labels)
+    table = contingency_matrix(cluster_labels, true_labels)  # rows: clusters, columns: true labels
+    n_rows, n_cols = table.shape
+    fig = MplFigure(figsize=(min(2.5 + 0.55 * n_cols, 11), min(1.8 + 0.42 * n_rows, 11)))
+    ax = fig.add_subplot()
+    image = ax.imshow(table, cmap="Blues", aspect="auto", interpolation="nearest")
+    colorbar = fig.colorbar(image, ax=ax)
+    colorbar.set_label("samples")
+    if n_rows <= MAX_ANNOTATED_CELLS and n_cols <= MAX_ANNOTATED_CELLS:
+        threshold = table.max() / 2
+        for (r, c), count in np.ndenumerate(table):
+            ax.text(c, r, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > threshold else "black")
+    step_r, step_c = max(1, n_rows // MAX_ANNOTATED_CELLS), max(1, n_cols // MAX_ANNOTATED_CELLS)
+    ax.set_yticks(range(0, n_rows, step_r), [_text(c) for c in clusters[::step_r]])
+    ax.set_xticks(range(0, n_cols, step_c), [_text(t) for t in truths[::step_c]])
+    ax.set_ylabel("cluster")
+    ax.set_xlabel("true label")
+    ax.set_title(f"Samples per cluster and true label (variant {_text(variant)})")
+    caption = (f"Contingency matrix of the best variant's {n_rows} clusters against the {n_cols} true "
+               "labels (sklearn.metrics.cluster.contingency_matrix): a clustering that recovers the labels "
+               "puts one dark cell in each row.")
+    return Figure(_png(fig), f"Heat map of sample counts per cluster and true label for variant {variant}.",
+                  caption)

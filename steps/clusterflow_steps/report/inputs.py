@@ -1,0 +1,135 @@
+"""Everything the report reads from a run, loaded once and checked for consistency.
+
+Each file read is recorded in :attr:`RunInputs.read` so the report's manifest lists its inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clusterflow_steps.contract import MANIFEST, RunLayout, UserError, read_array, read_json
+
+METRIC_KEYS = ("fit_seconds", "inertia", "homogeneity", "completeness", "v_measure", "adjusted_rand",
+               "adjusted_mutual_info", "silhouette")
+LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})
+
+
+@dataclass
+class RunInputs:
+    """A run's upstream artifacts as the report needs them."""
+
+    run_id: str
+    features: np.ndarray  # possibly memory-mapped; never copied whole
+    true_labels: np.ndarray | None
+    metrics: dict[str, Any]
+    best: str
+    best_labels: np.ndarray
+    best_centers: np.ndarray
+    manifests: dict[str, dict[str, Any]]  # "prepare", "cluster/<variant>", "evaluate"
+    read: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return self.metrics["variants"]
+
+    @property
+    def dataset(self) -> str | None:
+        value = self.manifests["prepare"].get("params", {}).get("dataset")
+        return None if value is None else str(value)
+
+    @property
+    def is_digits(self) -> bool:
+        return self.dataset == "digits"
+
+    @property
+    def gate(self) -> dict[str, Any]:
+        gate = self.metrics.get("quality_gate")
+        return gate if isinstance(gate, dict) else {}
+
+    @property
+    def gate_failed(self) -> bool:
+        return self.gate.get("passed") is False or self.manifests["evaluate"].get("exit_status") == 3
+
+    @property
+    def gate_failures(self) -> list[str]:
+        failures = self.gate.get("failures") or []
+        return [str(f) for f in failures] if isinstance(failures, list) else [str(failures)]
+
+    def ranked_variants(self) -> list[str]:
+        """Variants in ranking order: the best first, then by ``ranked_by`` (nulls last), then name."""
+        metric = str(self.metrics.get("ranked_by") or "")
+        sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+
+        def key(variant: str) -> tuple[bool, bool, float, str]:
+            value = self.variants[variant].get(metric)
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            return variant != self.best, not numeric, sign * value if numeric else 0.0, variant
+
+        return sorted(self.variants, key=key)
+
+
+def _damaged(path: Path, what: str, step: str) -> UserError:
+    return UserError(f"{path} {what}; re-run the {step} step")
+
+
+def load_run(layout: RunLayout) -> RunInputs:
+    """Read the evaluate, cluster and prepare outputs of ``layout``'s run; raise :class:`UserError`."""
+    read: dict[str, Path] = {}
+
+    def json_input(step_path: str, step: str) -> dict[str, Any]:
+        path = layout.run_dir / step_path
+        payload = read_json(path, step)
+        if not isinstance(payload, dict):
+            raise _damaged(path, "is not a JSON object", step)
+        read[step_path] = path
+        return payload
+
+    def array_input(step_path: str, step: str, *, mmap: bool = False) -> np.ndarray:
+        path = layout.run_dir / step_path
+        array = read_array(path, step, mmap=mmap)
+        read[step_path] = path
+        return array
+
+    metrics_path = layout.run_dir / "evaluate" / "metrics.json"
+    metrics = json_input("evaluate/metrics.json", "evaluate")
+    manifests = {"evaluate": json_input(f"evaluate/{MANIFEST}", "evaluate")}
+    variants = metrics.get("variants")
+    if not isinstance(variants, dict) or not variants or not all(isinstance(v, dict) for v in variants.values()):
+        raise _damaged(metrics_path, "has no per-variant metrics", "evaluate")
+    best = metrics.get("best")
+    if best not in variants:
+        raise _damaged(metrics_path, f"names best variant {best!r}, which it has no metrics for", "evaluate")
+
+    manifests["prepare"] = json_input(f"prepare/{MANIFEST}", "prepare")
+    for variant in sorted(variants):
+        layout.step_dir("cluster", variant)  # rejects a variant name that is no safe path component
+        manifests[f"cluster/{variant}"] = json_input(f"cluster/{variant}/{MANIFEST}", f"cluster (--variant {variant})")
+
+    features = array_input("prepare/features.npy", "prepare", mmap=True)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise _damaged(layout.run_dir / "prepare/features.npy", f"has shape {features.shape}, not a 2-D "
+                       "array of at least 2 samples", "prepare")
+    true_labels = None
+    if (layout.run_dir / "prepare" / "labels.npy").is_file():
+        true_labels = array_input("prepare/labels.npy", "prepare")
+        if true_labels.shape != (features.shape[0],):
+            raise _damaged(layout.run_dir / "prepare/labels.npy", f"has shape {true_labels.shape}, but "
+                           f"features.npy has {features.shape[0]} rows", "prepare")
+
+    step = f"cluster (--variant {best})"
+    best_labels = array_input(f"cluster/{best}/labels.npy", step)
+    best_centers = array_input(f"cluster/{best}/centers.npy", step)
+    if best_labels.shape != (features.shape[0],):
+        raise _damaged(layout.run_dir / f"cluster/{best}/labels.npy", f"has shape {best_labels.shape}, but "
+                       f"prepare/features.npy has {features.shape[0]} rows", step)
+    if best_centers.ndim != 2 or best_centers.shape[1] != features.shape[1] or best_centers.shape[0] < 1:
+        raise _damaged(layout.run_dir / f"cluster/{best}/centers.npy", f"has shape {best_centers.shape}, "
+                       f"not (n_clusters, {features.shape[1]})", step)
+
+    return RunInputs(run_id=layout.run_id, features=features, true_labels=true_labels, metrics=metrics,
+                     best=best, best_labels=best_labels, best_centers=best_centers, manifests=manifests,
+                     read=read)

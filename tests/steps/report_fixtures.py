@@ -1,0 +1,99 @@
+"""Runs for the report step's tests, written through the artifact contract (not the other steps).
+
+:func:`make_run` fits scikit-learn on small data and writes prepare, cluster and evaluate outputs
+with :func:`step_output`, as the real steps do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn import metrics
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.decomposition import PCA
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from clusterflow_steps.contract import RunLayout, save_array, save_json, step_output
+
+VARIANTS = ("k-means++", "random", "pca")
+LABEL_METRICS = {
+    "homogeneity": metrics.homogeneity_score, "completeness": metrics.completeness_score,
+    "v_measure": metrics.v_measure_score, "adjusted_rand": metrics.adjusted_rand_score,
+    "adjusted_mutual_info": metrics.adjusted_mutual_info_score,
+}
+
+
+def blobs(n_samples: int = 240, n_features: int = 64, centers: int = 4, seed: int = 0):
+    return make_blobs(n_samples=n_samples, n_features=n_features, centers=centers, random_state=seed)
+
+
+def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
+             data: tuple[np.ndarray, np.ndarray | None] | None = None, with_labels: bool = True,
+             variants: Sequence[str] = VARIANTS, n_clusters: int | None = None, gate_failures: Sequence[str] = (),
+             prepare_params: dict[str, Any] | None = None, metric_overrides: dict[str, dict] | None = None,
+             best: str | None = None) -> RunLayout:
+    """Write a complete prepare → cluster → evaluate run under ``data_root``; return its layout.
+
+    ``data`` defaults to the digits for ``dataset="digits"``, else small blobs. ``gate_failures``
+    makes evaluate fail its quality gate (exit status 3 in its manifest, as the real step records).
+    """
+    layout = RunLayout(data_root, run_id)
+    if data is None:
+        data = load_digits(return_X_y=True) if dataset == "digits" else blobs()
+    features, labels = data
+    labels = labels if with_labels else None
+    k = n_clusters or (len(np.unique(labels)) if labels is not None else 4)
+
+    with step_output(layout, "prepare", {"dataset": dataset, "seed": 0, **(prepare_params or {})}) as run:
+        save_array(run, "features.npy", features)
+        if labels is not None:
+            save_array(run, "labels.npy", labels)
+        run.results.update(n_samples=len(features), n_features=features.shape[1])
+
+    scores: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        if variant == "pca":
+            kmeans = KMeans(init=PCA(n_components=k).fit(features).components_, n_clusters=k, n_init=1)
+        else:
+            kmeans = KMeans(init=variant, n_clusters=k, n_init=4, random_state=0)
+        params = {"init": variant, "n_clusters": k, "n_init": kmeans.n_init, "seed": 0}
+        with step_output(layout, "cluster", params, variant=variant) as run:
+            run.inputs["features"] = layout.run_dir / "prepare/features.npy"
+            t0 = time.perf_counter()
+            model = make_pipeline(StandardScaler(), kmeans).fit(features)
+            fit_seconds = time.perf_counter() - t0
+            centers = model[0].inverse_transform(model[-1].cluster_centers_)
+            joblib.dump(model, run.out / "model.joblib")
+            save_array(run, "labels.npy", model[-1].labels_)
+            save_array(run, "centers.npy", centers)
+            run.results.update(inertia=float(model[-1].inertia_), fit_seconds=fit_seconds)
+        predicted = model[-1].labels_
+        row = {"inertia": float(model[-1].inertia_), "fit_seconds": fit_seconds,
+               "silhouette": float(metrics.silhouette_score(features, predicted, sample_size=300, random_state=0))}
+        for name, score in LABEL_METRICS.items():
+            row[name] = float(score(labels, predicted)) if labels is not None else None
+        row.update((metric_overrides or {}).get(variant, {}))
+        scores[variant] = row
+
+    ranked_by = "adjusted_mutual_info" if labels is not None else "inertia"
+    if best is None:
+        pick = min if ranked_by == "inertia" else max
+        best = pick(scores, key=lambda v: scores[v][ranked_by])
+    with step_output(layout, "evaluate", {"seed": 0, "rank_by": ranked_by, "min_ari": 0.99 if gate_failures else None}) as run:
+        for variant in variants:
+            run.inputs[f"{variant}/labels"] = layout.run_dir / f"cluster/{variant}/labels.npy"
+        save_json(run, "metrics.json", {
+            "variants": scores, "best": best, "ranked_by": ranked_by,
+            "quality_gate": {"passed": not gate_failures, "failures": list(gate_failures),
+                             "thresholds": {"min_ari": 0.99 if gate_failures else None, "min_silhouette": None}},
+        })
+        run.results.update(best=best)
+        run.exit_status = 3 if gate_failures else 0
+    return layout
