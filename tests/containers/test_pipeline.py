@@ -31,8 +31,9 @@ def clusterflow_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=600)
 
 
-def leftover_containers(engine) -> list:
-    return engine.containers.list(all=True, filters={"label": f"{spec.LABEL_PREFIX}.dag_id=local"})
+def leftover_containers(engine, run_id: str) -> list:
+    labels = [f"{spec.LABEL_PREFIX}.dag_id=local", f"{spec.LABEL_PREFIX}.run_id={run_id}"]
+    return engine.containers.list(all=True, filters={"label": labels})
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_containers_reproduce_the_scikit_learn_demo(demo_run):
 
 
 def test_no_step_container_outlives_its_run(demo_run, engine):
-    assert leftover_containers(engine) == []
+    assert leftover_containers(engine, "demo") == []
 
 
 def test_a_failing_step_stops_the_run_with_its_name_and_code(docker_cli, data_dir, tmp_path):
@@ -104,4 +105,4 @@ def test_a_quality_gate_breach_still_reports_then_exits_3(engine, data_dir):
     run_dir = data_dir / "runs/gated"
     assert json.loads((run_dir / "evaluate/manifest.json").read_text())["exit_status"] == 3
     assert (run_dir / "report/report.html").is_file()
-    assert leftover_containers(engine) == []
+    assert leftover_containers(engine, "gated") == []
