@@ -39,14 +39,19 @@ def test_only_the_report_image_has_matplotlib_and_none_has_pip(docker_cli, step)
     assert result.stdout.split() == [str(step == "report"), "False", "True"]
 
 
-def test_docker_run_of_one_step_by_hand_writes_the_contract(docker_cli, data_dir: Path):
-    result = docker(docker_cli, "run", "--rm", "-v", f"{data_dir}:/data", image("prepare"), "--run-id", "demo")
-    assert result.returncode == 0, result.stderr
-    out = data_dir / "runs" / "demo" / "prepare"
-    assert sorted(p.name for p in out.iterdir()) == ["features.npy", "labels.npy", "manifest.json"]
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["step"] == "prepare" and manifest["exit_status"] == 0
-    assert manifest["params"]["dataset"] == "digits"
+def test_docker_run_of_each_step_by_hand_chains_through_the_volume(docker_cli, data_dir: Path):
+    """The README's by-hand sequence: prepare, one cluster variant, evaluate, report."""
+    for step, *args in (("prepare",), ("cluster", "--init", "random"), ("evaluate",), ("report",)):
+        result = docker(docker_cli, "run", "--rm", "-v", f"{data_dir}:/data", image(step), "--run-id", "demo", *args)
+        assert result.returncode == 0, (step, result.stderr)
+    run_dir = data_dir / "runs" / "demo"
+    assert sorted(p.name for p in (run_dir / "prepare").iterdir()) == ["features.npy", "labels.npy", "manifest.json"]
+    prepare = json.loads((run_dir / "prepare/manifest.json").read_text())
+    assert prepare["step"] == "prepare" and prepare["exit_status"] == 0 and prepare["params"]["dataset"] == "digits"
+    assert prepare["image"] == {"name": None, "digest": None}  # nobody told the step; the runners do
+    metrics = json.loads((run_dir / "evaluate/metrics.json").read_text())
+    assert list(metrics["variants"]) == ["random"] and metrics["best"] == "random"
+    assert (run_dir / "report/report.html").stat().st_size > 10_000
 
 
 def test_options_are_settable_by_environment_variables(docker_cli, data_dir: Path):
