@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import click
 from clusterflow_steps.contract import RunLayout
 
 ENV_PREFIX = "CLUSTERFLOW"
+NO_CACHE_ENV = f"{ENV_PREFIX}_NO_CACHE"
 
 
 class StepCommand(click.Command):
@@ -33,14 +35,27 @@ def step_command(help_text: str) -> Callable[[Callable[..., Any]], click.Command
         "auto_envvar_prefix": ENV_PREFIX, "show_default": True, "help_option_names": ["-h", "--help"]})
 
 
+def _cache_setting(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """``--cache/--no-cache`` (or ``CLUSTERFLOW_CACHE``) wins; else ``CLUSTERFLOW_NO_CACHE=1`` turns it off."""
+    if ctx.get_parameter_source(param.name or "") == click.core.ParameterSource.DEFAULT:
+        return os.environ.get(NO_CACHE_ENV, "").strip().lower() in ("", "0", "false", "no", "off")
+    return value
+
+
 def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--run-id`` and ``--data-root``; the command receives a validated ``layout``."""
+    """Add ``--run-id``, ``--data-root`` and ``--cache/--no-cache``; the command receives a
+    validated ``layout`` and ``use_cache``."""
 
     @click.option("--run-id", required=True, show_envvar=True,
                   help="Run id: 1-128 letters, digits and '._-'.")
     @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
                   default=Path("/data"), show_envvar=True,
                   help="Data root holding runs/<run_id>/ (mounted at /data in containers).")
+    @click.option("--cache/--no-cache", "use_cache", default=True, envvar=f"{ENV_PREFIX}_CACHE", show_envvar=True,
+                  callback=_cache_setting,
+                  help="Reuse the outputs of an identical earlier run of this step (same image digest, "
+                       "params and input files) from <data root>/cache/; --no-cache (or "
+                       f"{NO_CACHE_ENV}=1) always runs it, and refreshes the cache.")
     @functools.wraps(command)
     def with_layout(run_id: str, data_root: Path, **kwargs: Any) -> Any:
         return command(layout=RunLayout(data_root, run_id), **kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -37,6 +38,7 @@ MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "clusterflow.manifest/1"
 IMAGE_ENV = "CLUSTERFLOW_IMAGE"
 IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
+NO_CACHE: dict[str, Any] = {"key": None, "hit": False, "reason": "image digest unknown"}
 RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "joblib", "click", "matplotlib")
 
 
@@ -94,6 +96,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def input_name(run_dir: Path, path: Path) -> str:
+    """How a manifest names an input: relative to the run directory, else its absolute path."""
+    return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else str(path)
+
+
 def describe_files(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
     return {name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for name, p in sorted(paths.items())}
 
@@ -131,20 +138,75 @@ def _fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
+STALE_AFTER_SECONDS = 60  # a leftover at least this old, and unlocked, belongs to a dead writer
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` and its direct entries."""
+    times = [path.lstat().st_mtime]
+    if path.is_dir():
+        times += [entry.lstat().st_mtime for entry in path.iterdir()]
+    return max(times)
+
+
+def _lock(fd: int, *, wait: bool) -> bool:
+    """Take an exclusive ``flock``: ``True`` if held, ``False`` if another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def remove_stale_siblings(target: Path, older_than: float = STALE_AFTER_SECONDS) -> None:
+    """Delete ``.<name>.tmp-*`` / ``.<name>.old-*`` that killed writers of ``target`` left behind.
+
+    A live writer holds an exclusive ``flock`` on its temporary directory until the rename (see
+    :func:`atomic_dir`), and locks work across containers on one kernel where pids do not (each
+    container has its own pid namespace). So a leftover is removed only if nobody holds its lock
+    and it is ``older_than`` seconds old (covering the instant between its mkdir and its lock).
+    Where locks are unsupported, nothing is removed.
+    """
+    now = time.time()
+    for sibling in target.parent.glob(f".{target.name}.*-*"):
+        kind = sibling.name[len(target.name) + 2:].split("-", 1)[0]
+        try:
+            if kind not in ("tmp", "old") or now - _newest_mtime(sibling) < older_than:
+                continue
+            fd = os.open(sibling, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, wait=False):
+                shutil.rmtree(sibling, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory that replaces ``target`` only if the block succeeds."""
+    """Yield a fresh temporary directory that replaces ``target`` only if the block succeeds.
+
+    The temporary directory is ``flock``-ed while in use, so a later writer of the same target
+    can tell it from a dead writer's leftover, which it removes (:func:`remove_stale_siblings`).
+    """
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(target)
         tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
+        lock = os.open(tmp, os.O_RDONLY)
     except OSError as exc:
         raise UserError(
             f"cannot write under {parent} ({exc.strerror}): make the data root writable by uid "
             f"{os.getuid()}, or run as its owner (docker run --user \"$(id -u):$(id -g)\" ...)"
         ) from None
     try:
+        with contextlib.suppress(OSError):
+            _lock(lock, wait=True)
         yield tmp
         _fsync_tree(tmp)
         if target.exists():
@@ -157,6 +219,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
 
 
 def package_versions() -> dict[str, str]:
@@ -187,18 +251,22 @@ class StepRun:
     inputs: dict[str, Path] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     exit_status: int = 0
+    input_records: dict[str, dict[str, Any]] | None = None  # inputs already hashed (by run_step)
+    cache: dict[str, Any] = field(default_factory=lambda: dict(NO_CACHE))
 
     def manifest(self, run_dir: Path, started_at: str, started: float) -> dict[str, Any]:
         outputs = {p.relative_to(self.out).as_posix(): p for p in self.out.rglob("*") if p.is_file()}
-        inputs = {p.relative_to(run_dir).as_posix() if p.is_relative_to(run_dir) else str(p): p
-                  for p in self.inputs.values()}
+        if self.input_records is None:
+            inputs = describe_files({input_name(run_dir, p): p for p in self.inputs.values()})
+        else:
+            inputs = self.input_records
         return {
             "schema": MANIFEST_SCHEMA,
             "step": self.step,
             "variant": self.variant,
             "run_id": self.run_id,
             "params": self.params,
-            "inputs": describe_files(inputs),
+            "inputs": inputs,
             "outputs": describe_files(outputs),
             "results": self.results,
             "image": {"name": os.environ.get(IMAGE_ENV), "digest": os.environ.get(IMAGE_DIGEST_ENV)},
@@ -208,19 +276,26 @@ class StepRun:
             "finished_at": _now(),
             "duration_seconds": round(time.perf_counter() - started, 3),
             "exit_status": self.exit_status,
+            "cache": self.cache,
         }
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
 def step_output(layout: RunLayout, step: str, params: dict[str, Any],
-                variant: str | None = None) -> Iterator[StepRun]:
-    """Run a step's writes atomically and finish them with a ``manifest.json``."""
-    started_at, started = _now(), time.perf_counter()
+                variant: str | None = None, *, started: tuple[str, float] | None = None) -> Iterator[StepRun]:
+    """Run a step's writes atomically and finish them with a ``manifest.json``.
+
+    The steps go through :func:`clusterflow_steps.cache.run_step`, which uses this on a cache miss.
+    """
+    started_at, started_clock = started or (_now(), time.perf_counter())
     with atomic_dir(layout.step_dir(step, variant)) as tmp:
         run = StepRun(step=step, run_id=layout.run_id, variant=variant, params=params, out=tmp)
         yield run
-        manifest = run.manifest(layout.run_dir, started_at, started)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_manifest(tmp, run.manifest(layout.run_dir, started_at, started_clock))
 
 
 def save_array(run: StepRun, name: str, array: np.ndarray) -> Path:

@@ -18,8 +18,10 @@ from click.testing import CliRunner, Result
 from clusterflow_steps.cluster.cli import main as cluster
 from clusterflow_steps.evaluate.cli import main as evaluate
 from clusterflow_steps.prepare.cli import main as prepare
+from clusterflow_steps.report.cli import main as report
 
-COMMANDS: dict[str, click.Command] = {"prepare": prepare, "cluster": cluster, "evaluate": evaluate}
+COMMANDS: dict[str, click.Command] = {"prepare": prepare, "cluster": cluster, "evaluate": evaluate,
+                                      "report": report}
 
 
 @dataclass

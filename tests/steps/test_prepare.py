@@ -77,7 +77,7 @@ def test_cli_writes_the_digits_with_a_manifest(steps):
     manifest = steps.manifest("prepare")
     assert manifest["step"] == "prepare" and manifest["run_id"] == "t" and manifest["exit_status"] == 0
     assert manifest["params"] == {"dataset": "digits", "label_column": None, "seed": 0}
-    assert manifest["results"] == {"n_samples": 1797, "n_features": 64, "n_labels": 10}
+    assert manifest["results"] == {"n_samples": 1797, "n_features": 64, "n_labels": 10, "dtype": "float64"}
     assert_records(manifest, "outputs", {n: steps.path(f"prepare/{n}") for n in ("features.npy", "labels.npy")})
     assert manifest["inputs"] == {}
 
@@ -88,7 +88,7 @@ def test_cli_records_the_users_file_as_input(steps, tmp_path):
     steps("prepare", "--dataset", str(path), "--label-column", "label")
     manifest = steps.manifest("prepare")
     assert_records(manifest, "inputs", {str(path.resolve()): path})
-    assert manifest["results"] == {"n_samples": 3, "n_features": 2, "n_labels": 2}
+    assert manifest["results"] == {"n_samples": 3, "n_features": 2, "n_labels": 2, "dtype": "float64"}
     assert manifest["params"]["label_column"] == "label"
 
 

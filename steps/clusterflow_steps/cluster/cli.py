@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 import joblib
 
+from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
 from clusterflow_steps.cluster import model
-from clusterflow_steps.contract import (RunLayout, UserError, read_array, save_array, step_output,
-                                        validate_name)
+from clusterflow_steps.contract import RunLayout, StepRun, UserError, read_array, save_array, validate_name
 from clusterflow_steps.naming import VARIANT
 
 MODEL = "model.joblib"
@@ -34,8 +34,8 @@ MODEL = "model.joblib"
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_envvar=True,
               help="--minibatch: samples per mini-batch.")
 @run_options
-def main(layout: RunLayout, n_clusters: int | None, init: str, n_init: int, seed: int, variant: str | None,
-         minibatch: bool, batch_size: int) -> None:
+def main(layout: RunLayout, use_cache: bool, n_clusters: int | None, init: str, n_init: int, seed: int,
+         variant: str | None, minibatch: bool, batch_size: int) -> None:
     variant = validate_name(variant or init, VARIANT)
     params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "seed": seed, "variant": variant,
               "minibatch": minibatch, "batch_size": batch_size}
@@ -52,16 +52,17 @@ def main(layout: RunLayout, n_clusters: int | None, init: str, n_init: int, seed
         n_clusters = model.default_n_clusters(read_array(inputs["labels"], "prepare"))
     model.check_n_clusters(n_clusters, *features.shape, init)
 
-    kmeans = model.make_kmeans(features, n_clusters, init, n_init, seed, minibatch=minibatch,
-                               batch_size=batch_size)
-    fitted = model.fit(features, kmeans)
-    with step_output(layout, "cluster", params, variant) as run:
+    def work(run: StepRun) -> None:
+        kmeans = model.make_kmeans(features, n_clusters, init, n_init, seed, minibatch=minibatch,
+                                   batch_size=batch_size)
+        fitted = model.fit(features, kmeans)
         joblib.dump(fitted.pipeline, run.out / MODEL)
         save_array(run, "labels.npy", fitted.labels)
         save_array(run, "centers.npy", fitted.centers)
-        run.inputs.update(inputs)
         run.results.update(inertia=fitted.inertia, fit_seconds=fitted.fit_seconds, n_iter=fitted.n_iter,
                            n_clusters=n_clusters, init=init, n_init=fitted.n_init,
                            estimator=type(kmeans).__name__)
-    click.echo(f"cluster: wrote {layout.step_dir('cluster', variant)} ({type(kmeans).__name__}, init {init}, "
-               f"{n_clusters} clusters, inertia {fitted.inertia:.0f}, {fitted.fit_seconds:.3f}s)")
+
+    results = run_step(layout, "cluster", params, inputs, work, variant=variant, use_cache=use_cache).results
+    click.echo(f"cluster: wrote {layout.step_dir('cluster', variant)} ({results['estimator']}, init {init}, "
+               f"{n_clusters} clusters, inertia {results['inertia']:.0f}, {results['fit_seconds']:.3f}s)")

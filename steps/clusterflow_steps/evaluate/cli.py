@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import click
 import numpy as np
 
+from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
-from clusterflow_steps.contract import (MANIFEST, QualityGateFailed, RunLayout, UserError, read_array,
-                                        read_json, save_json, step_output)
+from clusterflow_steps.contract import (MANIFEST, QualityGateFailed, RunLayout, StepRun, UserError, read_array,
+                                        read_json, require_input, save_json)
 from clusterflow_steps.evaluate import gate, metrics
 
 METRICS = "metrics.json"
@@ -26,12 +28,19 @@ def gate_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def variant_row(layout: RunLayout, variant: str, features: np.ndarray, true_labels: np.ndarray | None,
-                seed: int, inputs: dict[str, Path]) -> dict[str, Any]:
-    """Score one cluster variant, recording the files read in ``inputs``."""
+def variant_inputs(layout: RunLayout, variant: str) -> dict[str, Path]:
+    """The files of one cluster variant that evaluate reads, checked to exist."""
     step = f"cluster (--variant {variant})"
     folder = layout.step_dir("cluster", variant)
-    inputs[f"{variant}/manifest"], inputs[f"{variant}/labels"] = folder / MANIFEST, folder / "labels.npy"
+    return {f"{variant}/manifest": require_input(folder / MANIFEST, step),
+            f"{variant}/labels": require_input(folder / "labels.npy", step)}
+
+
+def variant_row(layout: RunLayout, variant: str, features: np.ndarray, true_labels: np.ndarray | None,
+                seed: int) -> dict[str, Any]:
+    """Score one cluster variant."""
+    step = f"cluster (--variant {variant})"
+    folder = layout.step_dir("cluster", variant)
     manifest = read_json(folder / MANIFEST, step)
     results = manifest.get("results") if isinstance(manifest, dict) else None
     if not isinstance(results, dict) or not {"inertia", "fit_seconds"} <= results.keys():
@@ -55,35 +64,42 @@ def variant_row(layout: RunLayout, variant: str, features: np.ndarray, true_labe
               help="Metric that picks the best variant (inertia: lowest, others: highest).")
 @gate_options
 @run_options
-def main(layout: RunLayout, seed: int, rank_by: str | None, **limits: float | None) -> None:
+def main(layout: RunLayout, use_cache: bool, seed: int, rank_by: str | None, **limits: float | None) -> None:
     prepared = layout.step_dir("prepare")
     inputs = {"features": prepared / "features.npy"}
     features = read_array(inputs["features"], "prepare", mmap=True)
-    true_labels = None
-    if (prepared / "labels.npy").is_file():
+    has_labels = (prepared / "labels.npy").is_file()
+    if has_labels:
         inputs["labels"] = prepared / "labels.npy"
-        true_labels = read_array(inputs["labels"], "prepare")
-    has_labels = true_labels is not None
     thresholds = gate.thresholds(limits, has_labels)
     ranked_by = rank_by or metrics.default_rank_by(has_labels)
     metrics.require_labels(ranked_by, "--rank-by", has_labels)
     variants = layout.cluster_variants()
     if not variants:
         raise UserError(f"no cluster outputs under {layout.step_dir('cluster')}: run the cluster step first")
+    for variant in variants:
+        inputs.update(variant_inputs(layout, variant))
 
-    rows = {v: variant_row(layout, v, features, true_labels, seed, inputs) for v in variants}
-    best = metrics.best_variant(rows, ranked_by)
-    verdict = gate.check(rows[best], thresholds)
-    params = {"seed": seed, "rank_by": rank_by, **limits}
-    with step_output(layout, "evaluate", params) as run:
+    def work(run: StepRun) -> None:
+        true_labels = read_array(inputs["labels"], "prepare") if has_labels else None
+        rows = {v: variant_row(layout, v, features, true_labels, seed) for v in variants}
+        best = metrics.best_variant(rows, ranked_by)
+        verdict = gate.check(rows[best], thresholds)
         save_json(run, METRICS, {"variants": rows, "best": best, "ranked_by": ranked_by,
                                  "quality_gate": verdict})
-        run.inputs.update(inputs)
-        run.results.update(best=best, ranked_by=ranked_by, quality_gate=verdict)
+        run.results.update(best=best, ranked_by=ranked_by, quality_gate=verdict, n_variants=len(rows),
+                           best_metrics=rows[best])
         run.exit_status = 0 if verdict["passed"] else QualityGateFailed.exit_code
-    score = rows[best][ranked_by]
-    click.echo(f"evaluate: wrote {layout.step_dir('evaluate') / METRICS}; best of {len(rows)} variants by "
-               f"{ranked_by}: {best} ({'undefined' if score is None else f'{score:.3f}'})")
+
+    params = {"seed": seed, "rank_by": rank_by, **limits}
+    results = run_step(layout, "evaluate", params, inputs, work, use_cache=use_cache).results
+    best, verdict = results["best"], results["quality_gate"]
+    score = results["best_metrics"][ranked_by]
+    click.echo(f"evaluate: wrote {layout.step_dir('evaluate') / METRICS}; best of {results['n_variants']} "
+               f"variants by {ranked_by}: {best} ({'undefined' if score is None else f'{score:.3f}'})")
     if not verdict["passed"]:
         raise QualityGateFailed(gate.verdict(best, verdict))
     click.echo(f"evaluate: {gate.verdict(best, verdict)}")
+    # Last line: a one-line summary for orchestrators (the DAG pushes it as the task's XCom).
+    click.echo(json.dumps({"best": best, "ranked_by": ranked_by, "metrics": results["best_metrics"],
+                           "quality_gate": verdict}, sort_keys=True, allow_nan=False))

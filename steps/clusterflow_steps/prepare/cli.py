@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
-from clusterflow_steps.contract import RunLayout, save_array, step_output
+from clusterflow_steps.contract import RunLayout, StepRun, save_array
 from clusterflow_steps.prepare import datasets
 
 FEATURES = "features.npy"
@@ -28,21 +31,25 @@ LABELS = "labels.npy"
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_envvar=True,
               help="synthetic: random seed of the blobs.")
 @run_options
-def main(layout: RunLayout, dataset: str, label_column: str | None, n_samples: int, n_features: int,
-         n_centers: int, seed: int) -> None:
+def main(layout: RunLayout, use_cache: bool, dataset: str, label_column: str | None, n_samples: int,
+         n_features: int, n_centers: int, seed: int) -> None:
     params = {"dataset": dataset, "label_column": label_column, "seed": seed}
     if dataset == "synthetic":
         params.update(n_samples=n_samples, n_features=n_features, n_centers=n_centers)
-    data = datasets.load(dataset, label_column=label_column, n_samples=n_samples, n_features=n_features,
-                         n_centers=n_centers, seed=seed)
-    with step_output(layout, "prepare", params) as run:
+    inputs = {}
+    if dataset not in datasets.BUILTIN and Path(dataset).is_file():
+        inputs["dataset"] = Path(dataset).resolve()
+
+    def work(run: StepRun) -> None:
+        data = datasets.load(dataset, label_column=label_column, n_samples=n_samples, n_features=n_features,
+                             n_centers=n_centers, seed=seed)
         save_array(run, FEATURES, data.features)
         if data.labels is not None:
             save_array(run, LABELS, data.labels)
-        if data.source is not None:
-            run.inputs["dataset"] = data.source.resolve()
         run.results.update(n_samples=data.features.shape[0], n_features=data.features.shape[1],
-                           n_labels=data.n_labels)
-    labels = f"{data.n_labels} distinct labels" if data.labels is not None else "no labels"
-    click.echo(f"prepare: wrote {layout.step_dir('prepare')} ({data.features.shape[0]} x "
-               f"{data.features.shape[1]} {data.features.dtype} features, {labels})")
+                           n_labels=data.n_labels, dtype=str(data.features.dtype))
+
+    results = run_step(layout, "prepare", params, inputs, work, use_cache=use_cache).results
+    labels = f"{results['n_labels']} distinct labels" if results["n_labels"] is not None else "no labels"
+    click.echo(f"prepare: wrote {layout.step_dir('prepare')} ({results['n_samples']} x "
+               f"{results['n_features']} {results.get('dtype')} features, {labels})")

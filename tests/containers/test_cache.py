@@ -1,0 +1,91 @@
+"""The step cache through the local runner: the same containers reuse each other's outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from clusterflow import spec
+from tests.containers.test_pipeline import clusterflow_run
+
+pytestmark = pytest.mark.container
+
+TASKS = ("prepare", "cluster[k-means++]", "cluster[random]", "cluster[pca]", "evaluate", "report")
+
+
+def hits(stdout: str) -> set[str]:
+    """The tasks whose step logged a cache hit (the runner prefixes each log line with ``[task]``)."""
+    found = set()
+    for line in stdout.splitlines():
+        match = re.match(r"\[(.+?\]?)\] \w+: cache hit [0-9a-f]{12} \(first computed in run ", line)
+        if match:
+            found.add(match.group(1))
+    return found
+
+
+def manifest(data_dir: Path, run_id: str, step_dir: str) -> dict:
+    return json.loads((data_dir / "runs" / run_id / step_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cached_runs(docker_cli, tmp_path_factory) -> tuple[Path, dict[str, object]]:
+    """Under one data root: a first run, the same params under a new run id, then ``--n-init 3``."""
+    data_dir = tmp_path_factory.mktemp("cache") / "data"
+    results = {run_id: clusterflow_run(data_dir, "--run-id", run_id, *args)
+               for run_id, args in (("first", ()), ("second", ()), ("n-init-3", ("--n-init", "3")))}
+    return data_dir, results
+
+
+def test_a_new_run_with_the_same_params_reuses_every_step(cached_runs):
+    data_dir, results = cached_runs
+    first, second = results["first"], results["second"]
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    assert hits(first.stdout) == set()
+    # Every computing step is a hit. The report names its run and shows every step's run id and
+    # timings, so a new run renders its own page (a re-run of a run id reuses it: see below).
+    assert hits(second.stdout) == set(TASKS) - {"report"}, second.stdout
+    for step_dir in ("prepare", "cluster/k-means++", "cluster/random", "cluster/pca", "evaluate"):
+        again = manifest(data_dir, "second", step_dir)
+        assert again["cache"]["hit"] is True and again["cache"]["source"] == "first"
+        assert again["outputs"] == manifest(data_dir, "first", step_dir)["outputs"]
+    metrics = [(data_dir / "runs" / r / "evaluate/metrics.json").read_bytes() for r in ("first", "second")]
+    assert metrics[0] == metrics[1]  # reused fit times included
+    assert not list((data_dir / "runs" / "second").rglob(".*")), "temporary directories left behind"
+    assert sorted(p.name for p in (data_dir / "cache").iterdir()) == sorted(spec.STEPS)
+
+
+def test_a_changed_param_misses_for_cluster_and_downstream_only(cached_runs):
+    data_dir, results = cached_runs
+    changed = results["n-init-3"]
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert hits(changed.stdout) == {"prepare"}, changed.stdout
+    assert manifest(data_dir, "n-init-3", "cluster/random")["params"]["n_init"] == 3
+
+
+def test_rerunning_a_run_id_after_a_quality_gate_failure_resumes_it(docker_cli, data_dir):
+    failed = clusterflow_run(data_dir, "--run-id", "resume", "--min-ari", "0.99")
+    assert failed.returncode == spec.QUALITY_GATE_EXIT, failed.stderr[-3000:]
+    assert manifest(data_dir, "resume", "evaluate")["exit_status"] == spec.QUALITY_GATE_EXIT
+
+    resumed = clusterflow_run(data_dir, "--run-id", "resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert hits(resumed.stdout) == {"prepare", "cluster[k-means++]", "cluster[random]", "cluster[pca]"}
+    assert manifest(data_dir, "resume", "evaluate")["exit_status"] == 0
+    assert manifest(data_dir, "resume", "report")["results"]["quality_gate_passed"] is True
+
+    again = clusterflow_run(data_dir, "--run-id", "resume")  # nothing changed: all six reused
+    assert again.returncode == 0 and hits(again.stdout) == set(TASKS), again.stdout
+
+
+@pytest.mark.skipif(not hasattr(spec.PipelineParams, "cache"),
+                    reason="needs the PipelineParams.cache field (clusterflow run --no-cache) in spec.py")
+def test_no_cache_runs_every_step(docker_cli, data_dir):
+    """NEEDS `clusterflow run --no-cache`, i.e. the `cache` field of spec.PipelineParams."""
+    assert clusterflow_run(data_dir, "--run-id", "one").returncode == 0
+    forced = clusterflow_run(data_dir, "--run-id", "two", "--no-cache")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert hits(forced.stdout) == set()
+    assert manifest(data_dir, "two", "cluster/pca")["cache"]["reason"] == "--no-cache"
