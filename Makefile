@@ -5,14 +5,18 @@ BIN    := $(VENV)/bin
 RUN_ID ?= digits-demo
 DATA_DIR ?= data
 PYTEST_ARGS ?=
+AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: run test images venv lock clean help
+.PHONY: run test images venv lock clean help airflow airflow-standalone airflow-test
 
 help:
 	@echo "make run    - set up, build the step images, run the digits pipeline, print the report path"
 	@echo "make test   - run the whole test suite (builds images; needs a Docker engine, see README)"
 	@echo "make images - (re)build the base and step images"
 	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
+	@echo "make airflow            - install Airflow 3.3.2 + the docker provider into $(AIRFLOW_VENV)"
+	@echo "make airflow-standalone - run the embedded Airflow (UI/API on :8080) with the DAG loaded"
+	@echo "make airflow-test       - airflow dags test digits_kmeans against the Docker engine"
 
 $(BIN)/clusterflow: requirements/dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +32,23 @@ images:
 run: venv images
 	$(BIN)/clusterflow run --run-id $(RUN_ID) --data-dir $(DATA_DIR)
 
-test: venv
+$(AIRFLOW_VENV)/bin/airflow: orchestration/airflow/requirements.txt orchestration/airflow/constraints-3.3.2-py3.11.txt pyproject.toml
+	scripts/airflow.sh install
+	@touch $@
+
+airflow: $(AIRFLOW_VENV)/bin/airflow
+
+airflow-standalone: airflow images
+	scripts/airflow.sh standalone
+
+airflow-test: airflow images
+	scripts/airflow.sh test
+
+test: venv airflow
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lock:
 	scripts/lock-deps.sh
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(AIRFLOW_VENV) airflow-home build

@@ -20,22 +20,24 @@ def test_stages_run_the_four_steps_in_order_with_one_cluster_task_per_init():
 
 def test_commands_carry_the_demo_defaults():
     params = spec.PipelineParams()
-    assert spec.command("prepare", "r1", params) == ("--run-id", "r1", "--dataset", "digits", "--seed", "0")
+    assert spec.command("prepare", "r1", params) == (
+        "--run-id", "r1", "--dataset", "digits", "--seed", "0", "--cache")
     assert spec.command("cluster", "r1", params, "pca") == (
-        "--run-id", "r1", "--n-init", "4", "--seed", "0", "--no-minibatch",
+        "--run-id", "r1", "--n-init", "4", "--seed", "0", "--no-minibatch", "--cache",
         "--init", "pca", "--variant", "pca")
-    assert spec.command("evaluate", "r1", params) == ("--run-id", "r1", "--seed", "0")
-    assert spec.command("report", "r1", params) == ("--run-id", "r1", "--seed", "0")
+    assert spec.command("evaluate", "r1", params) == ("--run-id", "r1", "--seed", "0", "--cache")
+    assert spec.command("report", "r1", params) == ("--run-id", "r1", "--seed", "0", "--cache")
+    assert spec.command("report", "r1", spec.PipelineParams(cache=False))[-1] == "--no-cache"
 
 
 def test_optional_params_reach_only_their_step():
     params = spec.PipelineParams(dataset="synthetic", n_samples=500, n_clusters=7, min_ari=0.5, minibatch=True)
     assert spec.command("prepare", "r", params)[2:] == (
-        "--dataset", "synthetic", "--n-samples", "500", "--n-features", "64", "--n-centers", "10", "--seed", "0")
+        "--dataset", "synthetic", "--n-samples", "500", "--n-features", "64", "--n-centers", "10", "--seed", "0", "--cache")
     cluster = spec.command("cluster", "r", params, "random")
     assert ("--n-clusters", "7") == cluster[cluster.index("--n-clusters"):][:2] and "--minibatch" in cluster
     assert "--min-ari" not in cluster
-    assert spec.command("evaluate", "r", params)[2:] == ("--seed", "0", "--min-ari", "0.5")
+    assert spec.command("evaluate", "r", params)[2:] == ("--seed", "0", "--min-ari", "0.5", "--cache")
 
 
 def test_a_user_dataset_is_mounted_read_only_under_input(tmp_path):

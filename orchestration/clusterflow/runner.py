@@ -11,7 +11,7 @@ import docker
 import docker.errors
 from docker.types import Mount as DockerMount
 
-from clusterflow import spec
+from clusterflow import dataroot, spec
 
 LOCAL_DAG_ID = "local"
 
@@ -37,14 +37,6 @@ class LocalRunner:
         """The host user (so files in the data dir are theirs); the image's user when that is root."""
         uid, gid = os.getuid(), os.getgid()
         return spec.STEP_USER if uid == 0 else f"{uid}:{gid}"
-
-    def prepare_data_dir(self, run_id: str) -> None:
-        run_dir = self.data_dir / "runs" / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if os.getuid() == 0:  # steps run as the image's non-root user: give it the run directory
-            uid, gid = (int(x) for x in spec.STEP_USER.split(":"))
-            for path in (self.data_dir / "runs", run_dir, *run_dir.rglob("*")):
-                os.chown(path, uid, gid, follow_symlinks=False)
 
     def image_digest(self, image: str) -> str:
         try:
@@ -75,7 +67,7 @@ class LocalRunner:
         """Run every stage; return the report's path or raise :class:`PipelineFailed`."""
         spec.validate_run_id(run_id)
         self.data_dir = self.data_dir.resolve()
-        self.prepare_data_dir(run_id)
+        dataroot.prepare_run_dir(self.data_dir, run_id)
         mounts = spec.mounts(str(self.data_dir), params.dataset)
         gate_failure: PipelineFailed | None = None
         for stage in spec.stages(run_id, params, tag, repository):

@@ -7,6 +7,10 @@ of :func:`stages`; neither spells out a step, a flag or a mount of its own.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +71,8 @@ class PipelineParams:
     min_v_measure: float | None = _param(None, "quality gate: minimum V-measure", ("evaluate",))
     min_silhouette: float | None = _param(None, "quality gate: minimum silhouette", ("evaluate",))
     max_inertia: float | None = _param(None, "quality gate: maximum inertia", ("evaluate",))
+    cache: bool = _param(True, "reuse the outputs of identical earlier step runs (--no-cache: recompute)",
+                         STEPS)
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -201,3 +207,38 @@ def step_environment(image: str, digest: str | None) -> dict[str, str]:
     if digest:
         env[IMAGE_DIGEST_ENV] = digest
     return env
+
+
+def safe_run_id(value: str) -> str:
+    """A run id that obeys the contract's rule, for any string (e.g. an Airflow run id).
+
+    A value that already obeys :data:`RUN_ID` is returned as it is. Any other value (Airflow's
+    ``manual__2026-11-24T10:00:00+00:00``) has its disallowed characters replaced by ``-``, is
+    trimmed to fit, and gets ``-`` and a short hash of the original appended, so two different
+    values never share a run directory (``manual__2026-11-24T10-00-00-00-00-<hash>``).
+    """
+    if RUN_ID.problem(value) is None:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    body = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", value)).lstrip(".-")
+    body = body[:RUN_ID.longest - len(digest) - 1].rstrip(".-")
+    return validate_run_id(f"{body}-{digest}" if body else digest)
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def param_schema(name: str) -> dict[str, Any]:
+    """The JSON schema of one :class:`PipelineParams` field (for Airflow's ``Param``)."""
+    f = FIELDS[name]
+    hint = typing.get_type_hints(PipelineParams)[name]
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    schema: dict[str, Any] = {"description": f.metadata["help"], **f.metadata["schema"]}
+    if name == "inits":
+        schema.update(type="array", items={"type": "string", "enum": list(INITS)}, minItems=1, uniqueItems=True)
+    else:
+        names = [_JSON_TYPES[k] for k in kinds]
+        schema["type"] = names[0] if len(names) == 1 else sorted(names, key=lambda t: t == "null")
+    if name == "dataset":
+        schema["minLength"] = 1
+    return schema

@@ -1,0 +1,317 @@
+"""The pipeline spec rendered as an Airflow 3 DAG of DockerOperator tasks.
+
+``orchestration/dags/digits_kmeans.py`` only calls :func:`build_dag`. Every step, flag, image and
+mount comes from :mod:`clusterflow.spec`; this module adds only what is Airflow's: the schedule,
+retries and timeouts, Params (derived from :class:`spec.PipelineParams`), and the docker plumbing.
+
+Tasks::
+
+    plan ─▶ prepare ─▶ cluster[<init>] (mapped, one per init) ─▶ evaluate ─▶ report ─▶ outcome
+
+``plan`` validates the run's params, derives the run id on the volume from Airflow's run id and
+resolves the run's settings once (data root, image tag); every container task reads them from its
+XCom, so retries and concurrent runs stay consistent. ``outcome`` fails the DAG run when any step
+failed: ``report`` runs after a quality-gate breach in ``evaluate`` and would otherwise leave the
+run green.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
+from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.sdk import DAG, Param, TriggerRule, Variable, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from docker.types import Mount as DockerMount
+
+from clusterflow import dataroot, spec
+from clusterflow.version import VERSION
+
+DAG_ID = "digits_kmeans"
+SCHEDULE = "0 22 * * *"  # nightly at 22:00 (UTC, Airflow's default timezone)
+START_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+MAX_ACTIVE_RUNS = 2  # runs never share a directory (see spec.safe_run_id); two bound the load
+
+DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
+DATA_SOURCE_VARIABLE = "clusterflow_data_source"
+DEFAULT_DATA_SOURCE = "clusterflow-data"  # a named Docker volume
+IMAGE_TAG_ENV = "CLUSTERFLOW_IMAGE_TAG"
+GATE_XCOM = "quality_gate"
+PLAN_XCOM = "plan"
+
+# Per step: Airflow's retry and timeout policy (the commands themselves come from the spec).
+TASK_POLICY: dict[str, dict[str, Any]] = {
+    "plan": {"retries": 0, "execution_timeout": dt.timedelta(minutes=1)},
+    "prepare": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
+                "execution_timeout": dt.timedelta(minutes=5)},
+    "cluster": {"retries": 5, "retry_delay": dt.timedelta(seconds=10), "retry_exponential_backoff": True,
+                "max_retry_delay": dt.timedelta(minutes=10), "execution_timeout": dt.timedelta(minutes=20)},
+    "evaluate": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
+                 "execution_timeout": dt.timedelta(minutes=10)},
+    "report": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
+               "execution_timeout": dt.timedelta(minutes=10)},
+    "outcome": {"retries": 0, "execution_timeout": dt.timedelta(minutes=1)},
+}
+
+# What DockerOperator takes as arguments; the rest of the policy goes into the host config.
+OPERATOR_POLICY = {"network_mode": spec.CONTAINER_POLICY["network_mode"]}
+HOST_CONFIG_POLICY = {k: v for k, v in spec.CONTAINER_POLICY.items() if k not in OPERATOR_POLICY}
+
+DOC_MD = f"""
+# digits_kmeans
+
+scikit-learn's *K-Means clustering on the handwritten digits* demo as four container steps
+that talk only through files under `/data/runs/<run_id>/<step>/` (see the README, section
+**Artifact contract**):
+
+1. **prepare** loads the data set (`features.npy`, `labels.npy`);
+2. **cluster** fits K-Means once per init strategy in the `inits` param: one mapped task per
+   strategy (`cluster/<init>/`);
+3. **evaluate** scores every variant (`metrics.json`), applies the quality gate (`min_*` /
+   `max_inertia` params) and pushes a one-line summary (best variant and its metrics) as XCom;
+   a breach fails it (exit {spec.QUALITY_GATE_EXIT}) with the reason in its log;
+4. **report** writes `report.html`; it also runs after a quality-gate breach, to document it.
+
+`plan` checks the params and derives the run id on the volume from Airflow's run id
+(`manual__2026-11-24T10:00:00+00:00` becomes `manual__2026-11-24T10-00-00-00-00-<hash>`);
+`outcome` fails the DAG run if any step failed.
+
+Data root: the Airflow Variable `{DATA_SOURCE_VARIABLE}`, else env `{DATA_SOURCE_ENV}`, else the
+named volume `{DEFAULT_DATA_SOURCE}`: an absolute host path (bind mount, writable by uid
+{spec.STEP_USER.split(':')[0]}) or a Docker volume name. Images `clusterflow/<step>:<tag>`, tag from env
+`{IMAGE_TAG_ENV}` (default the project version). Engine: `DOCKER_HOST`, else the local socket.
+Every container runs as {spec.STEP_USER} with no network, a read-only root filesystem, a tmpfs `/tmp`,
+all capabilities dropped and `no-new-privileges`.
+"""
+
+
+def dag_params() -> dict[str, Param]:
+    """One Param per :class:`spec.PipelineParams` field; defaults reproduce the demo."""
+    defaults = spec.PipelineParams().as_dict()
+    return {name: Param(defaults[name], **spec.param_schema(name)) for name in spec.FIELDS}
+
+
+def pipeline_params(values: dict[str, Any]) -> spec.PipelineParams:
+    """The run's params as the spec's dataclass (raises ValueError with a one-line reason)."""
+    unknown = sorted(set(values) - set(spec.FIELDS))
+    if unknown:
+        raise ValueError(f"unknown param(s) {', '.join(unknown)}: use {', '.join(spec.FIELDS)}")
+    return spec.PipelineParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def data_source() -> str:
+    """The data root for this run: the Airflow Variable, else the env var, else the named volume.
+
+    The Variable (UI, CLI, or ``AIRFLOW_VAR_CLUSTERFLOW_DATA_SOURCE``) is the operator's switch;
+    the env var is the deployment's default (``scripts/airflow.sh`` sets it to ``./data``).
+    """
+    found = Variable.get(DATA_SOURCE_VARIABLE, default=None) or os.environ.get(DATA_SOURCE_ENV)
+    return found or DEFAULT_DATA_SOURCE
+
+
+def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: str) -> dict[str, Any]:
+    """Everything a run's containers need, rendered from the spec (pure: no Airflow, no Docker)."""
+    params = pipeline_params(values)
+    run_id = spec.safe_run_id(airflow_run_id)
+    if not (source.startswith("/") or spec.RUN_ID.problem(source.replace("/", "")) is None):
+        raise ValueError(f"data source {source!r}: give an absolute host path or a Docker volume name")
+    tasks = {t.name: {"step": t.step, "variant": t.variant, "image": t.image, "command": list(t.command)}
+             for stage in spec.stages(run_id, params, tag) for t in stage}
+    return {
+        "run_id": run_id,
+        "airflow_run_id": airflow_run_id,
+        "params": params.as_dict(),
+        "data_source": source,
+        "image_tag": tag,
+        "variants": list(params.inits),
+        "tasks": tasks,
+        "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only, "type": m.kind}
+                   for m in spec.mounts(source, params.dataset)],
+    }
+
+
+def prepare_host_data_root(source: str, run_id: str) -> None:
+    """A bind-mounted data root on this host: ready the run directory for the steps' user.
+
+    Named volumes need nothing: Docker initialises an empty volume from the image's ``/data``,
+    which that user owns.
+    """
+    if not source.startswith("/"):
+        return
+    try:
+        dataroot.prepare_run_dir(Path(source), run_id)
+    except OSError:
+        return  # e.g. the engine's host is another machine: the steps say what is wrong
+
+
+def render_container(plan: dict[str, Any], dag_id: str, step: str, variant: str | None,
+                     try_number: int, digest: str | None) -> dict[str, Any]:
+    """One step container's settings (image, command, env, labels, mounts) from a run's plan."""
+    name = f"{step}[{variant}]" if variant else step
+    rendered = plan["tasks"][name]
+    spec_task = spec.Task(step, rendered["image"], tuple(rendered["command"]), variant)
+    return {
+        "image": rendered["image"],
+        "command": rendered["command"],
+        "environment": spec.step_environment(rendered["image"], digest),
+        "labels": spec.labels(dag_id, plan["run_id"], spec_task, try_number),
+        "mounts": [DockerMount(m["target"], m["source"], type=m["type"], read_only=m["read_only"])
+                   for m in plan["mounts"]],
+    }
+
+
+class _PolicyClient:
+    """The docker API client, with the container policy DockerOperator has no argument for."""
+
+    def __init__(self, client: Any, extra: dict[str, Any]):
+        self._client, self._extra = client, extra
+
+    def create_host_config(self, **kwargs: Any) -> Any:
+        return self._client.create_host_config(**kwargs, **self._extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class StepOperator(DockerOperator):
+    """One step container, rendered at run time from the ``plan`` task's XCom."""
+
+    def __init__(self, *, step: str, variant: str | None = None, **kwargs: Any):
+        kwargs.setdefault("image", spec.image_ref(step, VERSION))
+        super().__init__(
+            user=spec.STEP_USER, mount_tmp_dir=False, auto_remove="force", **OPERATOR_POLICY,
+            # evaluate: exit 3 (the gate) is told apart from a crash; every log line comes back
+            **({"skip_on_exit_code": [spec.QUALITY_GATE_EXIT], "xcom_all": True} if step == "evaluate" else {}),
+            **kwargs)
+        self.step, self.variant = step, variant
+
+    @property
+    def cli(self) -> Any:
+        return _PolicyClient(super().cli, HOST_CONFIG_POLICY)
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.step}[{self.variant}]" if self.variant else self.step
+
+    def render(self, plan: dict[str, Any], try_number: int, digest: str | None) -> dict[str, Any]:
+        """This task's container settings for a run's plan (what :meth:`execute` launches)."""
+        return render_container(plan, self.dag_id, self.step, self.variant, try_number, digest)
+
+    def image_digest(self, image: str) -> str:
+        """The image's digest, resolved at run time the way the local runner does."""
+        try:
+            found = self.cli.inspect_image(image)
+        except docker.errors.ImageNotFound:  # no retry helps (other engine errors are retried)
+            raise AirflowFailException(f"image {image} not found on the Docker engine at {self.docker_url}: "
+                                       "build the images first with `make images`") from None
+        return (found.get("RepoDigests") or [found["Id"]])[0]
+
+    def execute(self, context: Any) -> Any:
+        plan = context["ti"].xcom_pull(task_ids="plan", key=PLAN_XCOM)
+        if self.step == "report" and not self._evaluate_reported(context):
+            raise AirflowSkipException("nothing to report: evaluate produced no metrics (an earlier step failed)")
+        image = plan["tasks"][self.task_name]["image"]
+        for name, value in self.render(plan, context["ti"].try_number, self.image_digest(image)).items():
+            setattr(self, name, value)
+        self.log.info("==> %s: %s %s", self.task_name, self.image, " ".join(self.command))
+        try:
+            lines = super().execute(context)
+        except DockerContainerFailedSkipException as exc:  # evaluate's exit 3: the quality gate
+            reason = _gate_reason(exc.logs or [])
+            context["ti"].xcom_push(GATE_XCOM, {"passed": False, "reason": reason})
+            raise AirflowFailException(f"quality gate failed (exit {spec.QUALITY_GATE_EXIT}): {reason}") from None
+        if self.step == "evaluate":
+            summary = _summary(lines or [])
+            if summary is None:
+                self.log.warning("evaluate printed no one-line JSON summary (a last line with 'best'): "
+                                 "no summary XCom; see evaluate/metrics.json")
+            context["ti"].xcom_push(GATE_XCOM, {"passed": True, "reason": None})
+            return summary
+        if self.step == "report":
+            return f"runs/{plan['run_id']}/report/report.html"
+        return None
+
+    @staticmethod
+    def _evaluate_reported(context: Any) -> bool:
+        return context["ti"].xcom_pull(task_ids="evaluate", key=GATE_XCOM) is not None
+
+
+def _summary(lines: list[str] | str) -> dict[str, Any] | None:
+    """The evaluate step's summary: its last output line that is a JSON object with ``best``."""
+    for line in reversed([lines] if isinstance(lines, str) else lines):
+        text = line.decode() if isinstance(line, bytes) else line
+        try:
+            found = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and "best" in found:
+            return found
+    return None
+
+
+def _gate_reason(lines: list[str | bytes]) -> str:
+    texts = [line.decode() if isinstance(line, bytes) else line for line in lines]
+    for text in reversed(texts):
+        if "quality gate" in text.lower():
+            return text.strip()
+    return texts[-1].strip() if texts else "(the step printed no reason)"
+
+
+def build_dag() -> DAG:
+    with DAG(
+        dag_id=DAG_ID,
+        description="scikit-learn's K-Means digits demo as container steps (prepare, cluster, evaluate, report)",
+        doc_md=DOC_MD,
+        schedule=SCHEDULE,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=MAX_ACTIVE_RUNS,
+        dagrun_timeout=dt.timedelta(hours=2),
+        params=dag_params(),
+        tags=["clusterflow"],
+        default_args={"owner": "clusterflow"},
+    ) as dag:
+
+        @task(task_id="plan", **TASK_POLICY["plan"])
+        def plan(params: dict[str, Any] | None = None, run_id: str | None = None, ti: Any = None) -> list[str]:
+            """Validate the params, derive the run id on the volume, render every container.
+
+            Pushes the rendering as XCom ``plan``; returns the variants the cluster task maps over.
+            """
+            try:
+                rendered = render_plan(dict(params or {}), str(run_id), data_source(),
+                                       os.environ.get(IMAGE_TAG_ENV) or VERSION)
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from None
+            prepare_host_data_root(rendered["data_source"], rendered["run_id"])
+            print(f"run id on the data root: {rendered['run_id']} (data root {rendered['data_source']})")
+            for name, t in rendered["tasks"].items():
+                print(f"{name}: {t['image']} {' '.join(t['command'])}")
+            ti.xcom_push(PLAN_XCOM, rendered)
+            return rendered["variants"]
+
+        planned = plan()
+        prepare = StepOperator(task_id="prepare", step="prepare", **TASK_POLICY["prepare"])
+        cluster = StepOperator.partial(
+            task_id="cluster", step="cluster", map_index_template="{{ task.variant }}",
+            **TASK_POLICY["cluster"],
+        ).expand(variant=planned)
+        evaluate = StepOperator(task_id="evaluate", step="evaluate", **TASK_POLICY["evaluate"])
+        report = StepOperator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,
+                              **TASK_POLICY["report"])
+
+        @task(task_id="outcome", trigger_rule=TriggerRule.ONE_FAILED, **TASK_POLICY["outcome"])
+        def outcome() -> None:
+            """Runs only when a step failed, and fails the DAG run (report alone would leave it green)."""
+            raise AirflowFailException("a pipeline step failed (see the failed task's log)")
+
+        done = outcome()
+        planned >> prepare >> cluster >> evaluate >> report
+        [prepare, cluster, evaluate, report] >> done
+    return dag

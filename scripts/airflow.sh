@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Airflow for the digits_kmeans DAG (orchestration/dags/digits_kmeans.py), on this machine.
+#
+#   scripts/airflow.sh install      # .venv-airflow: Airflow 3.3.2 + docker provider (+ clusterflow)
+#   scripts/airflow.sh standalone   # embedded Airflow (scheduler, API server, DAG processor,
+#                                   # triggerer) on http://localhost:$AIRFLOW_PORT, DAG folder loaded
+#   scripts/airflow.sh test [ARGS]  # `airflow dags test digits_kmeans [ARGS]` against the real engine
+#   scripts/airflow.sh env          # print the environment the other commands use (eval-able)
+#   scripts/airflow.sh airflow ...  # any airflow CLI command in that environment
+#
+# Airflow gets its own venv, installed the way Airflow documents (pins from its constraints file),
+# so its ~130 packages never move the step libraries pinned in requirements/dev.lock (.venv), and
+# the DAG is proved to import with nothing but Airflow and the clusterflow package.
+#
+# Environment: AIRFLOW_HOME (default ./airflow-home, git-ignored), AIRFLOW_PORT (default 8080),
+# AIRFLOW_VENV (default ./.venv-airflow), CLUSTERFLOW_DATA_SOURCE (data root for the steps: an
+# absolute host path or a named Docker volume; default ./data), CLUSTERFLOW_IMAGE_TAG, DOCKER_HOST.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${AIRFLOW_VENV:-$repo/.venv-airflow}
+python=${PYTHON:-python3}
+requirements=$repo/orchestration/airflow/requirements.txt
+constraints=$repo/orchestration/airflow/constraints-3.3.2-py3.11.txt
+stamp=$venv/.clusterflow-installed
+
+log() { printf 'airflow.sh: %s\n' "$*" >&2; }
+
+fingerprint() { cat "$requirements" "$constraints" "$repo/pyproject.toml" | sha256sum | cut -d' ' -f1; }
+
+install() {
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(fingerprint)" ] && [ -x "$venv/bin/airflow" ]; then
+    log "$venv is up to date"
+    return 0
+  fi
+  local version
+  version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  if [ "$version" != 3.11 ]; then
+    log "warning: $python is Python $version; the constraints are resolved for Python 3.11"
+  fi
+  log "installing Airflow into $venv (about 30 s, 570 MB)"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" -c "$constraints"
+  # The DAG imports clusterflow.spec (pure Python, no dependencies of its own that Airflow lacks).
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -e "$repo"
+  "$venv/bin/python" -c 'import airflow.sdk, airflow.providers.docker.operators.docker, clusterflow.spec'
+  fingerprint >"$stamp"
+  log "installed: $("$venv/bin/airflow" version 2>/dev/null | tail -1)"
+}
+
+setup_env() {
+  export AIRFLOW_HOME=${AIRFLOW_HOME:-$repo/airflow-home}
+  export AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
+  export PATH="$venv/bin:$PATH"  # standalone starts its components as `airflow ...`
+  export AIRFLOW__CORE__DAGS_FOLDER=$repo/orchestration/dags
+  export AIRFLOW__CORE__LOAD_EXAMPLES=False
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}
+  export AIRFLOW__API__PORT=$AIRFLOW_PORT
+  export AIRFLOW__API__BASE_URL=http://localhost:$AIRFLOW_PORT
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$AIRFLOW_PORT/execution/
+  export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}
+  export CLUSTERFLOW_DATA_SOURCE=${CLUSTERFLOW_DATA_SOURCE:-$repo/data}
+  mkdir -p "$AIRFLOW_HOME"
+}
+
+require_venv() {
+  if [ ! -x "$venv/bin/airflow" ]; then
+    log "no Airflow in $venv: run 'scripts/airflow.sh install' (or 'make airflow') first"
+    exit 1
+  fi
+}
+
+require_engine() {
+  if ! "$repo/scripts/ensure-docker.sh" >/dev/null; then
+    log "no Docker engine answers; the DAG's tasks are containers"
+    exit 1
+  fi
+}
+
+data_root() {
+  # A host data root must be writable by the steps' user (10001): as root, the DAG's plan task
+  # gives it each run's directory; otherwise say what to do. A named volume needs nothing.
+  local dir=$CLUSTERFLOW_DATA_SOURCE
+  case "$dir" in
+    /*) mkdir -p "$dir" ;;
+    *) return 0 ;;
+  esac
+  if [ "$(id -u)" -ne 0 ] && [ "$(ls -nd "$dir" | awk '{print $3}')" != 10001 ] && [ -z "$(find "$dir" -maxdepth 0 -perm -0002)" ]; then
+    log "warning: the steps run as uid 10001 and cannot write $dir: 'chmod 1777 $dir', or set"
+    log "  CLUSTERFLOW_DATA_SOURCE to a Docker volume name (e.g. clusterflow-data)"
+  fi
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+  install)
+    install
+    ;;
+  env)
+    setup_env
+    for v in AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__LOAD_EXAMPLES \
+             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS AIRFLOW__API__PORT AIRFLOW__API__BASE_URL \
+             AIRFLOW__CORE__EXECUTION_API_SERVER_URL CLUSTERFLOW_DATA_SOURCE PATH; do
+      printf 'export %s=%q\n' "$v" "${!v}"
+    done
+    ;;
+  airflow)
+    require_venv; setup_env
+    exec airflow "$@"
+    ;;
+  standalone)
+    require_venv; require_engine; setup_env; data_root
+    airflow db migrate >/dev/null
+    log "Airflow UI and REST API: http://localhost:$AIRFLOW_PORT  (login: admin, password in"
+    log "  $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated once it has started)"
+    log "DAG folder: $AIRFLOW__CORE__DAGS_FOLDER; data root: $CLUSTERFLOW_DATA_SOURCE; Ctrl-C stops it"
+    exec airflow standalone
+    ;;
+  test)
+    require_venv; require_engine; setup_env; data_root
+    airflow db migrate >/dev/null
+    exec airflow dags test digits_kmeans "$@"
+    ;;
+  help|-h|--help)
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    ;;
+  *)
+    log "unknown command '$cmd' (install, standalone, test, env, airflow)"
+    exit 2
+    ;;
+esac

@@ -1,0 +1,148 @@
+"""The digits_kmeans DAG as Airflow's DagBag loads it: structure, policy, Params and rendering.
+
+The DagBag is loaded in the Airflow venv (dag_probe.py); what it holds is compared here with the
+pipeline spec, so the DAG can never drift from the steps, flags and mounts the spec defines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from clusterflow import spec
+from clusterflow.version import VERSION
+from tests.airflow.conftest import DAG_ID
+
+AIRFLOW_RUN_ID = "manual__2026-11-24T10:00:00+00:00"
+RENDER_CASES = [
+    {"params": {}, "run_id": AIRFLOW_RUN_ID, "data_source": "clusterflow-data", "tag": VERSION,
+     "digest": "sha256:" + "a" * 64},
+    {"params": {"dataset": "synthetic", "n_samples": 500, "n_clusters": 8, "inits": ["pca", "random"],
+                "n_init": 2, "seed": 7, "minibatch": True, "min_ari": 0.5, "max_inertia": 1e6},
+     "run_id": "scheduled__2026-11-24T22:00:00+00:00", "data_source": "/srv/clusterflow", "tag": "9.9.9",
+     "try_number": 3, "digest": None},
+    {"params": {"dataset": "/srv/points/points.csv", "label_column": "label", "inits": ["k-means++"]},
+     "run_id": "nightly-1", "data_source": "/srv/clusterflow", "tag": VERSION, "digest": "sha256:" + "b" * 64},
+]
+
+
+@pytest.fixture(scope="module")
+def seen(probe):
+    return probe(render=RENDER_CASES, conf=INVALID_CONFS + VALID_CONFS)
+
+
+def test_the_dag_folder_imports_without_errors(seen):
+    assert seen["import_errors"] == {}
+    assert seen["dag_ids"] == [DAG_ID]
+    assert seen["dag"]["fileloc"].endswith("orchestration/dags/digits_kmeans.py")
+
+
+def test_tasks_and_their_dependencies(seen):
+    tasks = seen["tasks"]
+    assert set(tasks) == {"plan", "prepare", "cluster", "evaluate", "report", "outcome"}
+    assert tasks["plan"]["upstream"] == []
+    assert tasks["prepare"]["upstream"] == ["plan"]
+    assert tasks["cluster"]["upstream"] == ["plan", "prepare"]  # plan: the variants it maps over
+    assert tasks["cluster"]["mapped"] and tasks["cluster"]["expand"] == ["variant"]
+    assert tasks["evaluate"]["upstream"] == ["cluster"]
+    assert tasks["report"]["upstream"] == ["evaluate"]
+    assert tasks["outcome"]["upstream"] == ["cluster", "evaluate", "prepare", "report"]
+    assert tasks["outcome"]["downstream"] == []
+    for step in spec.STEPS:
+        assert tasks[step]["class"] == "StepOperator"
+
+
+def test_trigger_rules_let_report_document_a_gate_failure_and_still_fail_the_run(seen):
+    tasks = seen["tasks"]
+    assert tasks["report"]["trigger_rule"] == "all_done"  # it skips itself unless evaluate scored
+    assert tasks["outcome"]["trigger_rule"] == "one_failed"
+    for task_id in ("plan", "prepare", "cluster", "evaluate"):
+        assert tasks[task_id]["trigger_rule"] == "all_success"
+
+
+def test_schedule_catchup_and_concurrency(seen):
+    dag = seen["dag"]
+    assert "expression='0 22 * * *'" in dag["schedule"] and dag["timetable"] == "CronTriggerTimetable"
+    assert dag["catchup"] is False
+    assert dag["max_active_runs"] == 2
+    assert dt.datetime.fromisoformat(dag["start_date"]) == dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    assert "Artifact contract" in dag["doc_md"]
+
+
+def test_retries_and_timeouts(seen):
+    tasks = seen["tasks"]
+    assert tasks["prepare"]["execution_timeout"] == 300
+    assert tasks["cluster"]["retries"] == 5 and tasks["cluster"]["retry_exponential_backoff"] is True
+    for task_id in ("plan", "prepare", "cluster", "evaluate", "report", "outcome"):
+        assert tasks[task_id]["execution_timeout"], task_id
+    assert tasks["evaluate"]["retries"] == tasks["report"]["retries"] == tasks["prepare"]["retries"] == 2
+    assert tasks["plan"]["retries"] == tasks["outcome"]["retries"] == 0  # deterministic: no point retrying
+
+
+def test_params_are_the_pipeline_params_with_their_defaults_and_help(seen):
+    params = seen["params"]
+    assert list(params) == list(spec.FIELDS)
+    assert {name: p["default"] for name, p in params.items()} == spec.PipelineParams().as_dict()
+    for name, p in params.items():
+        assert p["description"] == spec.FIELDS[name].metadata["help"]
+    assert params["inits"]["schema"]["items"]["enum"] == list(spec.INITS)
+    assert params["n_clusters"]["schema"]["minimum"] == 2
+    assert params["n_init"]["schema"]["minimum"] == 1
+    assert params["minibatch"]["schema"]["type"] == "boolean"
+    assert params["min_ari"]["schema"]["type"] == ["number", "null"]
+
+
+INVALID_CONFS = [{"inits": ["k-means"]}, {"inits": []}, {"inits": ["pca", "pca"]}, {"n_clusters": 1},
+                 {"n_init": 0}, {"seed": -1}, {"minibatch": "yes"}, {"min_ari": "high"}, {"dataset": ""}]
+VALID_CONFS = [{}, {"n_clusters": 8, "inits": ["random"]}, {"min_ari": 0.5, "max_inertia": 70000}]
+
+
+def test_the_params_schema_rejects_invalid_confs_before_any_task_runs(seen):
+    results = seen["conf"]
+    rejected, accepted = results[:len(INVALID_CONFS)], results[len(INVALID_CONFS):]
+    for conf, error in zip(INVALID_CONFS, rejected):
+        assert error and error.startswith("ParamValidationError"), conf
+    assert "is not one of ['k-means++', 'random', 'pca']" in rejected[0]
+    assert accepted == [None] * len(VALID_CONFS)
+
+
+def test_the_containers_are_what_the_spec_renders(seen):
+    for case, rendered in zip(RENDER_CASES, seen["render"]):
+        params = spec.PipelineParams(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in case["params"].items()})
+        run_id = spec.safe_run_id(case["run_id"])
+        assert rendered["plan"]["run_id"] == run_id
+        assert rendered["plan"]["variants"] == list(params.inits)
+        mounts = spec.mounts(case["data_source"], params.dataset)
+        expected_mounts = [{"Target": m.target, "Source": m.source, "Type": m.kind, "ReadOnly": m.read_only}
+                           for m in mounts]
+        tasks = [t for stage in spec.stages(run_id, params, case["tag"]) for t in stage]
+        assert list(rendered["containers"]) == [t.name for t in tasks]
+        for t in tasks:
+            container = rendered["containers"][t.name]
+            assert container["image"] == t.image == spec.image_ref(t.step, case["tag"])
+            assert container["command"] == list(t.command)
+            assert container["labels"] == spec.labels(DAG_ID, run_id, t, case.get("try_number", 1))
+            assert container["environment"] == spec.step_environment(t.image, case["digest"])
+            assert container["mounts"] == expected_mounts
+
+
+def test_a_user_dataset_is_mounted_read_only_under_input(seen):
+    containers = seen["render"][2]["containers"]
+    assert containers["prepare"]["mounts"][1] == {"Target": "/input/points.csv", "Source": "/srv/points/points.csv",
+                                                  "Type": "bind", "ReadOnly": True}
+    assert containers["prepare"]["command"][containers["prepare"]["command"].index("--dataset") + 1] == \
+        "/input/points.csv"
+    assert seen["render"][0]["containers"]["prepare"]["mounts"][0]["Type"] == "volume"
+
+
+def test_every_container_runs_under_the_container_policy(seen):
+    policy = dict(spec.CONTAINER_POLICY)
+    for step, docker in seen["docker"].items():
+        assert docker["network_mode"] == policy["network_mode"] == "none"
+        assert docker["host_config_extra"] == {k: v for k, v in policy.items() if k != "network_mode"}
+        assert docker["user"] == spec.STEP_USER
+        assert docker["mount_tmp_dir"] is False
+        assert docker["auto_remove"] == "force"
+        assert docker["skip_on_exit_code"] == ([spec.QUALITY_GATE_EXIT] if step == "evaluate" else [])
