@@ -186,7 +186,8 @@ def _reuse(layout: RunLayout, step: str, variant: str | None, key: str, entry: P
             manifest.update(finished_at=_now(), duration_seconds=round(time.perf_counter() - started[1], 3))
             write_manifest(tmp, manifest)
     except (_Damaged, FileNotFoundError):  # altered, or a file gone (another run removed it)
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry != layout.step_dir(step, variant):  # a store entry; the run's own dir is replaced by the work
+            shutil.rmtree(entry, ignore_errors=True)
         _warn(f"{step}: removed damaged cache entry {entry}; running the step")
         return None
     except OSError as exc:
@@ -240,8 +241,8 @@ def _lookup(layout: RunLayout, step: str, variant: str | None, key: str,
     """A manifest of reused outputs now in the target, or ``None`` on a miss."""
     target = layout.step_dir(step, variant)
     own = verified(target, key)
-    if own is not None:  # this run already has these outputs (a re-run of the same run id)
-        return own
+    if own is not None:  # this run already has these outputs (a re-run, a resume): same files, new manifest
+        return _reuse(layout, step, variant, key, target, own, records, started)
     entry = store_dir(layout.data_root, step, key)
     if not entry.is_dir():
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import importlib.metadata
@@ -185,12 +186,51 @@ def remove_stale_siblings(target: Path, older_than: float = STALE_AFTER_SECONDS)
             os.close(fd)
 
 
+# Errors of the data root's filesystem itself (not of the step's input): one line, exit 2.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def write_problem(exc: OSError, where: Path) -> str:
+    """One line saying why writing under ``where`` failed and how to fix it."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return f"{what} under {where}: free space or use a bigger data root"
+    if exc.errno == errno.EROFS:
+        return f"the data root is read-only (writing under {where}): mount it read-write (not :ro)"
+    return (f"cannot write under {where} ({exc.strerror}): make the data root writable by uid "
+            f"{os.getuid()}, or run as its owner (docker run --user \"$(id -u):$(id -g)\" ...)")
+
+
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def _storage_error(exc: OSError, where: Path) -> OSError | None:
+    """``exc`` as the filesystem under ``where`` refusing a write (full, read-only, denied), or None.
+
+    Some writers report a short write without an errno (numpy's ``tofile``: "N requested and M
+    written"); that is a full disk when ``where`` has (next to) no space left.
+    """
+    if exc.errno is None:
+        try:
+            stats = os.statvfs(where)
+        except OSError:
+            return None
+        full = stats.f_bavail * stats.f_frsize < NEARLY_FULL_BYTES
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else None
+    if exc.errno not in STORAGE_ERRNOS:
+        return None
+    inside = exc.filename is None or Path(os.fsdecode(exc.filename)).is_relative_to(where)
+    return exc if inside else None
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``target`` only if the block succeeds.
 
     The temporary directory is ``flock``-ed while in use, so a later writer of the same target
     can tell it from a dead writer's leftover, which it removes (:func:`remove_stale_siblings`).
+    A full, read-only or unwritable data root fails with a one-line :class:`UserError` (exit 2);
+    either way the temporary directory is removed and ``target`` is left as it was.
     """
     parent = target.parent
     try:
@@ -200,10 +240,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         tmp.mkdir()
         lock = os.open(tmp, os.O_RDONLY)
     except OSError as exc:
-        raise UserError(
-            f"cannot write under {parent} ({exc.strerror}): make the data root writable by uid "
-            f"{os.getuid()}, or run as its owner (docker run --user \"$(id -u):$(id -g)\" ...)"
-        ) from None
+        raise UserError(write_problem(exc, parent)) from None
     try:
         with contextlib.suppress(OSError):
             _lock(lock, wait=True)
@@ -212,10 +249,20 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         if target.exists():
             old = parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(target, old)
-            os.rename(tmp, target)
+            try:
+                os.rename(tmp, target)
+            except BaseException:
+                os.rename(old, target)  # put the previous output back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, target)
+    except OSError as exc:
+        storage = _storage_error(exc, parent)  # before the removal frees the space
+        shutil.rmtree(tmp, ignore_errors=True)
+        if storage is not None:
+            raise UserError(write_problem(storage, parent)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -45,7 +45,7 @@ def test_a_new_run_with_the_same_params_reuses_every_step(cached_runs):
     assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
     assert hits(first.stdout) == set()
     # Every computing step is a hit. The report names its run and shows every step's run id and
-    # timings, so a new run renders its own page (a re-run of a run id reuses it: see below).
+    # timings, so a new run renders its own page.
     assert hits(second.stdout) == set(TASKS) - {"report"}, second.stdout
     for step_dir in ("prepare", "cluster/k-means++", "cluster/random", "cluster/pca", "evaluate"):
         again = manifest(data_dir, "second", step_dir)
@@ -76,14 +76,13 @@ def test_rerunning_a_run_id_after_a_quality_gate_failure_resumes_it(docker_cli, 
     assert manifest(data_dir, "resume", "evaluate")["exit_status"] == 0
     assert manifest(data_dir, "resume", "report")["results"]["quality_gate_passed"] is True
 
-    again = clusterflow_run(data_dir, "--run-id", "resume")  # nothing changed: all six reused
-    assert again.returncode == 0 and hits(again.stdout) == set(TASKS), again.stdout
+    again = clusterflow_run(data_dir, "--run-id", "resume")  # nothing changed: every fit reused
+    assert again.returncode == 0 and hits(again.stdout) == set(TASKS) - {"report"}, again.stdout
+    note = manifest(data_dir, "resume", "cluster/pca")["cache"]
+    assert (note["hit"], note["source"]) == (True, "resume")
 
 
-@pytest.mark.skipif(not hasattr(spec.PipelineParams, "cache"),
-                    reason="needs the PipelineParams.cache field (clusterflow run --no-cache) in spec.py")
 def test_no_cache_runs_every_step(docker_cli, data_dir):
-    """NEEDS `clusterflow run --no-cache`, i.e. the `cache` field of spec.PipelineParams."""
     assert clusterflow_run(data_dir, "--run-id", "one").returncode == 0
     forced = clusterflow_run(data_dir, "--run-id", "two", "--no-cache")
     assert forced.returncode == 0, forced.stderr[-3000:]

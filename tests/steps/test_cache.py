@@ -96,14 +96,21 @@ def test_a_new_run_reuses_every_step_from_the_shared_store_without_redoing_work(
     assert "report: cache hit" in again.stdout and "(first computed in run b)" in again.stdout
 
 
-def test_rerunning_a_run_id_reuses_its_own_outputs_as_they_are(steps, monkeypatch):
+def test_rerunning_a_run_id_reuses_its_own_outputs_and_records_the_hit(steps, monkeypatch):
     run_pipeline(steps, "a")
-    manifests = {d: steps.path(f"{d}/manifest.json", "a").read_bytes() for d in STEP_DIRS}
-    forbid_work(monkeypatch, *WORK)
+    manifests = {d: json.loads(steps.path(f"{d}/manifest.json", "a").read_text()) for d in STEP_DIRS}
+    inodes = {d: {name: steps.path(f"{d}/{name}", "a").stat().st_ino for name in manifests[d]["outputs"]}
+              for d in STEP_DIRS[:-1]}
+    forbid_work(monkeypatch, "prepare", "cluster", "evaluate")
     out = run_pipeline(steps, "a")
-    for step_dir in STEP_DIRS:
+    # The report shows its inputs' manifests, which now record hits: it renders them anew.
+    assert "cache hit" not in out["report"] and steps.manifest("report", "a")["cache"]["hit"] is False
+    for step_dir in STEP_DIRS[:-1]:
         assert "cache hit" in out[step_dir] and "(first computed in run a)" in out[step_dir]
-        assert steps.path(f"{step_dir}/manifest.json", "a").read_bytes() == manifests[step_dir]
+        again = json.loads(steps.path(f"{step_dir}/manifest.json", "a").read_text())
+        assert again["cache"] == {**manifests[step_dir]["cache"], "hit": True, "source": "a"}
+        assert (again["outputs"], again["results"]) == (manifests[step_dir]["outputs"], manifests[step_dir]["results"])
+        assert {n: steps.path(f"{step_dir}/{n}", "a").stat().st_ino for n in again["outputs"]} == inodes[step_dir]
 
 
 def test_every_key_ingredient_changes_the_key(steps, tmp_path, monkeypatch):
