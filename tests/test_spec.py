@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -78,8 +79,8 @@ def test_the_run_command_offers_every_pipeline_param(monkeypatch):
     seen = {}
 
     class FakeRunner:
-        def __init__(self, client, data_dir):
-            seen["data_dir"] = data_dir
+        def __init__(self, client, data_dir, limits=None):
+            seen["data_dir"], seen["limits"] = data_dir, limits
 
         def run(self, run_id, params, tag):
             seen.update(run_id=run_id, params=params, tag=tag)
@@ -109,3 +110,21 @@ def test_the_run_command_offers_every_pipeline_param(monkeypatch):
 def test_the_run_command_refuses_bad_input_with_exit_2(args, message):
     result = CliRunner().invoke(cli.main, ["run", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_step_limits_default_and_from_the_environment():
+    cores = min(2.0, float(os.cpu_count() or 1))
+    assert spec.step_limits({}) == spec.StepLimits(2 << 30, cores)
+    limits = spec.step_limits({spec.STEP_MEMORY_ENV: "512m", spec.STEP_CPUS_ENV: "1.5"})
+    assert limits.docker_kwargs() == {"mem_limit": 512 << 20, "nano_cpus": 1_500_000_000}
+    assert spec.step_limits({spec.STEP_MEMORY_ENV: "1G", spec.STEP_CPUS_ENV: " 0.5 "}).memory == 1 << 30
+    assert spec.step_limits({spec.STEP_MEMORY_ENV: str(64 << 20)}).memory == 64 << 20
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    (spec.STEP_MEMORY_ENV, "lots"), (spec.STEP_MEMORY_ENV, "1m"), (spec.STEP_MEMORY_ENV, "-2g"),
+    (spec.STEP_CPUS_ENV, "0"), (spec.STEP_CPUS_ENV, "two"), (spec.STEP_CPUS_ENV, "nan"), (spec.STEP_CPUS_ENV, "inf"),
+])
+def test_unusable_step_limits_name_the_setting(name, value):
+    with pytest.raises(ValueError, match=f"^{name}={value!r}: give "):
+        spec.step_limits({name: value})

@@ -27,7 +27,7 @@ import docker.errors
 from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import DAG, Param, TriggerRule, Variable, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from docker.types import Mount as DockerMount
 
 from clusterflow import dataroot, spec
@@ -58,6 +58,31 @@ TASK_POLICY: dict[str, dict[str, Any]] = {
                "execution_timeout": dt.timedelta(minutes=10)},
     "outcome": {"retries": 0, "execution_timeout": dt.timedelta(minutes=1)},
 }
+STEP_TASKS = ("prepare", "cluster", "evaluate", "report")
+# Drills and tests only (unset in production): override the step tasks' timeout / retry delay.
+# Read when the DAG file is parsed, so set them in the environment of every Airflow component.
+TIMEOUT_ENV = "CLUSTERFLOW_TASK_TIMEOUT_SECONDS"
+RETRY_DELAY_ENV = "CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS"
+
+
+def task_policy(environ: Any = os.environ) -> dict[str, dict[str, Any]]:
+    """:data:`TASK_POLICY`, with ``$CLUSTERFLOW_TASK_TIMEOUT_SECONDS`` as every step task's
+    ``execution_timeout`` and ``$CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS`` as its ``retry_delay``
+    when set (positive seconds; anything else fails the DAG's import with the reason)."""
+    policy = {name: dict(values) for name, values in TASK_POLICY.items()}
+    for env, key in ((TIMEOUT_ENV, "execution_timeout"), (RETRY_DELAY_ENV, "retry_delay")):
+        raw = environ.get(env)
+        if not raw:
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0:
+            raise ValueError(f"{env}={raw!r}: give a positive number of seconds, or unset it")
+        for name in STEP_TASKS:
+            policy[name][key] = dt.timedelta(seconds=seconds)
+    return policy
 
 # What DockerOperator takes as arguments; the rest of the policy goes into the host config.
 OPERATOR_POLICY = {"network_mode": spec.CONTAINER_POLICY["network_mode"]}
@@ -115,8 +140,13 @@ def data_source() -> str:
     return found or DEFAULT_DATA_SOURCE
 
 
-def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: str) -> dict[str, Any]:
-    """Everything a run's containers need, rendered from the spec (pure: no Airflow, no Docker)."""
+def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: str,
+                limits: spec.StepLimits | None = None) -> dict[str, Any]:
+    """Everything a run's containers need, rendered from the spec (pure: no Airflow, no Docker).
+
+    ``limits`` default to :func:`spec.step_limits` (the worker's env), read here, once per run.
+    """
+    limits = limits or spec.step_limits()
     params = pipeline_params(values)
     run_id = spec.safe_run_id(airflow_run_id)
     if not (source.startswith("/") or spec.RUN_ID.problem(source.replace("/", "")) is None):
@@ -129,6 +159,7 @@ def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: s
         "params": params.as_dict(),
         "data_source": source,
         "image_tag": tag,
+        "limits": limits.docker_kwargs(),
         "variants": list(params.inits),
         "tasks": tasks,
         "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only, "type": m.kind}
@@ -163,6 +194,9 @@ def render_container(plan: dict[str, Any], dag_id: str, step: str, variant: str 
         "labels": spec.labels(dag_id, plan["run_id"], spec_task, try_number),
         "mounts": [DockerMount(m["target"], m["source"], type=m["type"], read_only=m["read_only"])
                    for m in plan["mounts"]],
+        # DockerOperator's mem_limit; its ``cpus`` is only a relative weight (cpu_shares), so the
+        # hard CPU limit goes into the host config as nano_cpus (see StepOperator.cli)
+        **(plan.get("limits") or spec.step_limits().docker_kwargs()),
     }
 
 
@@ -182,6 +216,8 @@ class _PolicyClient:
 class StepOperator(DockerOperator):
     """One step container, rendered at run time from the ``plan`` task's XCom."""
 
+    nano_cpus: int | None = None  # the plan's CPU limit, set by execute
+
     def __init__(self, *, step: str, variant: str | None = None, **kwargs: Any):
         kwargs.setdefault("image", spec.image_ref(step, VERSION))
         super().__init__(
@@ -193,7 +229,28 @@ class StepOperator(DockerOperator):
 
     @property
     def cli(self) -> Any:
-        return _PolicyClient(super().cli, HOST_CONFIG_POLICY)
+        try:
+            client = super().cli
+        except AirflowException as exc:  # the hook says only "Failed to establish connection ..."
+            raise AirflowException(  # retryable: the engine may be back for the next try
+                f"no Docker engine answers at {self.docker_url} (DOCKER_HOST="
+                f"{os.environ.get('DOCKER_HOST') or '<unset>'}, read when the DAG was parsed): "
+                f"{_engine_problem(self.docker_url) or exc}; start the engine or point DOCKER_HOST at one"
+            ) from None
+        cpu_limit = {"nano_cpus": self.nano_cpus} if self.nano_cpus else {}
+        return _PolicyClient(client, {**HOST_CONFIG_POLICY, **cpu_limit})
+
+    def on_kill(self) -> None:
+        """Stop and remove the container (timeout, task marked failed, worker shutdown).
+
+        DockerOperator's own on_kill raises when the container is already gone, which it is after
+        an execution timeout (execute's cleanup force-removes it first); that error would then
+        replace the timeout as the task's failure.
+        """
+        try:
+            super().on_kill()
+        except docker.errors.NotFound:
+            self.log.info("container %s already removed", (self.container or {}).get("Id", "?")[:12])
 
     @property
     def task_name(self) -> str:
@@ -242,6 +299,15 @@ class StepOperator(DockerOperator):
         return context["ti"].xcom_pull(task_ids="evaluate", key=GATE_XCOM) is not None
 
 
+def _engine_problem(url: str) -> str | None:
+    """Why the Docker engine at ``url`` does not answer (the docker client's own words)."""
+    try:
+        docker.APIClient(base_url=url, timeout=10).ping()
+    except docker.errors.DockerException as exc:
+        return str(exc)
+    return None
+
+
 def _summary(lines: list[str] | str) -> dict[str, Any] | None:
     """The evaluate step's summary: its last output line that is a JSON object with ``best``."""
     for line in reversed([lines] if isinstance(lines, str) else lines):
@@ -264,6 +330,7 @@ def _gate_reason(lines: list[str | bytes]) -> str:
 
 
 def build_dag() -> DAG:
+    policy = task_policy()
     with DAG(
         dag_id=DAG_ID,
         description="scikit-learn's K-Means digits demo as container steps (prepare, cluster, evaluate, report)",
@@ -278,7 +345,7 @@ def build_dag() -> DAG:
         default_args={"owner": "clusterflow"},
     ) as dag:
 
-        @task(task_id="plan", **TASK_POLICY["plan"])
+        @task(task_id="plan", **policy["plan"])
         def plan(params: dict[str, Any] | None = None, run_id: str | None = None, ti: Any = None) -> list[str]:
             """Validate the params, derive the run id on the volume, render every container.
 
@@ -291,22 +358,23 @@ def build_dag() -> DAG:
                 raise AirflowFailException(str(exc)) from None
             prepare_host_data_root(rendered["data_source"], rendered["run_id"])
             print(f"run id on the data root: {rendered['run_id']} (data root {rendered['data_source']})")
+            print(f"step container limits: {rendered['limits']}")
             for name, t in rendered["tasks"].items():
                 print(f"{name}: {t['image']} {' '.join(t['command'])}")
             ti.xcom_push(PLAN_XCOM, rendered)
             return rendered["variants"]
 
         planned = plan()
-        prepare = StepOperator(task_id="prepare", step="prepare", **TASK_POLICY["prepare"])
+        prepare = StepOperator(task_id="prepare", step="prepare", **policy["prepare"])
         cluster = StepOperator.partial(
             task_id="cluster", step="cluster", map_index_template="{{ task.variant }}",
-            **TASK_POLICY["cluster"],
+            **policy["cluster"],
         ).expand(variant=planned)
-        evaluate = StepOperator(task_id="evaluate", step="evaluate", **TASK_POLICY["evaluate"])
+        evaluate = StepOperator(task_id="evaluate", step="evaluate", **policy["evaluate"])
         report = StepOperator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,
-                              **TASK_POLICY["report"])
+                              **policy["report"])
 
-        @task(task_id="outcome", trigger_rule=TriggerRule.ONE_FAILED, **TASK_POLICY["outcome"])
+        @task(task_id="outcome", trigger_rule=TriggerRule.ONE_FAILED, **policy["outcome"])
         def outcome() -> None:
             """Runs only when a step failed, and fails the DAG run (report alone would leave it green)."""
             raise AirflowFailException("a pipeline step failed (see the failed task's log)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import sys
 import typing
 from pathlib import Path
@@ -58,12 +59,20 @@ def run(run_id: str, data_dir: Path, image_tag: str, **params: Any) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
+        limits = spec.step_limits()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    host = os.environ.get("DOCKER_HOST")
+    where = f"at DOCKER_HOST={host}" if host else "on the local socket (DOCKER_HOST is unset)"
+    try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        raise click.ClickException(f"no Docker engine answers ({exc}); run scripts/ensure-docker.sh "
-                                   "or set DOCKER_HOST") from None
-    runner = LocalRunner(client, data_dir)
+        reason = " ".join(str(exc).split()).removeprefix("Error while fetching server API version: ")
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise click.ClickException(f"no Docker engine answers {where} ({reason}): start one "
+                                   "(scripts/ensure-docker.sh) or point DOCKER_HOST at one") from None
+    runner = LocalRunner(client, data_dir, limits=limits)
     try:
         report = runner.run(run_id, pipeline_params, image_tag)
     except PipelineImageMissing as exc:

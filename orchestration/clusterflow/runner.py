@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -32,6 +32,8 @@ class LocalRunner:
     client: docker.DockerClient
     data_dir: Path
     log: Callable[[str], None] = print
+    # memory and CPU limits of every step container: read once, when the runner is made
+    limits: spec.StepLimits = field(default_factory=spec.step_limits)
 
     def container_user(self) -> str:
         """The host user (so files in the data dir are theirs); the image's user when that is root."""
@@ -51,7 +53,7 @@ class LocalRunner:
             environment=spec.step_environment(task.image, self.image_digest(task.image)),
             labels=spec.labels(LOCAL_DAG_ID, run_id, task),
             mounts=[DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in mounts],
-            **spec.CONTAINER_POLICY,
+            **spec.CONTAINER_POLICY, **self.limits.docker_kwargs(),
         )
         try:
             container.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import types
 import typing
@@ -39,6 +40,54 @@ CONTAINER_POLICY: dict[str, Any] = {
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
 }
+
+# Resource limits of every step container: deployment settings (env of the runner / the Airflow
+# worker), not run params; read once per run (see :func:`step_limits`).
+STEP_MEMORY_ENV = "CLUSTERFLOW_STEP_MEMORY"
+STEP_CPUS_ENV = "CLUSTERFLOW_STEP_CPUS"
+DEFAULT_STEP_MEMORY = "2g"
+DEFAULT_STEP_CPUS = 2.0
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_MIN_MEMORY = 6 << 20  # Docker refuses less
+
+
+@dataclass(frozen=True)
+class StepLimits:
+    """Memory (bytes) and CPUs of one step container."""
+
+    memory: int
+    cpus: float
+
+    @property
+    def nano_cpus(self) -> int:
+        return round(self.cpus * 1e9)
+
+    def docker_kwargs(self) -> dict[str, int]:
+        """As docker SDK ``containers.create`` / ``create_host_config`` keywords."""
+        return {"mem_limit": self.memory, "nano_cpus": self.nano_cpus}
+
+
+def step_limits(env: typing.Mapping[str, str] | None = None) -> StepLimits:
+    """The step containers' limits: ``CLUSTERFLOW_STEP_MEMORY`` (default ``2g``; ``512m``, bytes...)
+    and ``CLUSTERFLOW_STEP_CPUS`` (default 2, or the host's cores when fewer). Raises ValueError
+    with a one-line fix for an unusable value."""
+    env = os.environ if env is None else env
+    memory_text = (env.get(STEP_MEMORY_ENV) or "").strip() or DEFAULT_STEP_MEMORY
+    match = _MEMORY.fullmatch(memory_text)
+    memory = int(float(match.group(1)) * _UNITS[match.group(2).lower()]) if match else 0
+    if memory < _MIN_MEMORY:
+        raise ValueError(f"{STEP_MEMORY_ENV}={memory_text!r}: give a size of at least 6m, e.g. 512m or 2g")
+    cpus_text = (env.get(STEP_CPUS_ENV) or "").strip()
+    if not cpus_text:
+        return StepLimits(memory, min(DEFAULT_STEP_CPUS, float(os.cpu_count() or 1)))
+    try:
+        cpus = float(cpus_text)
+    except ValueError:
+        cpus = 0.0
+    if not 0.01 <= cpus < float("inf"):
+        raise ValueError(f"{STEP_CPUS_ENV}={cpus_text!r}: give a number of CPUs of at least 0.01, e.g. 1.5")
+    return StepLimits(memory, cpus)
 
 
 def _param(default: Any, help: str, steps: tuple[str, ...], *, flag: str | None = None,

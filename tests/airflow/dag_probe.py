@@ -38,6 +38,7 @@ def task_facts(task) -> dict:
         "retries": get("retries"),
         "retry_exponential_backoff": bool(get("retry_exponential_backoff")),
         "execution_timeout": seconds(get("execution_timeout")),
+        "retry_delay": seconds(get("retry_delay")),
     }
     if task.is_mapped:
         facts["expand"] = sorted(task.expand_input.value)

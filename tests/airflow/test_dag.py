@@ -78,6 +78,23 @@ def test_retries_and_timeouts(seen):
         assert tasks[task_id]["execution_timeout"], task_id
     assert tasks["evaluate"]["retries"] == tasks["report"]["retries"] == tasks["prepare"]["retries"] == 2
     assert tasks["plan"]["retries"] == tasks["outcome"]["retries"] == 0  # deterministic: no point retrying
+    steps = ("prepare", "cluster", "evaluate", "report")
+    assert {t: tasks[t]["execution_timeout"] for t in steps} == {"prepare": 300, "cluster": 1200,
+                                                                 "evaluate": 600, "report": 600}
+    assert {t: tasks[t]["retry_delay"] for t in steps} == {"prepare": 30, "cluster": 10, "evaluate": 30,
+                                                           "report": 30}
+
+
+def test_drills_can_shorten_the_step_timeouts_and_retry_delays_through_the_env(probe):
+    shortened = probe(env_extra={"CLUSTERFLOW_TASK_TIMEOUT_SECONDS": "3",
+                                 "CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS": "1.5"})["tasks"]
+    for task_id in ("prepare", "cluster", "evaluate", "report"):
+        assert (shortened[task_id]["execution_timeout"], shortened[task_id]["retry_delay"]) == (3, 1.5), task_id
+    assert shortened["plan"]["execution_timeout"] == shortened["outcome"]["execution_timeout"] == 60
+    assert shortened["cluster"]["retries"] == 5  # only those two settings move
+    broken = probe(env_extra={"CLUSTERFLOW_TASK_TIMEOUT_SECONDS": "soon"})
+    assert "dag" not in broken
+    assert "CLUSTERFLOW_TASK_TIMEOUT_SECONDS='soon': give a positive number of seconds" in "".join(broken["import_errors"].values())
 
 
 def test_params_are_the_pipeline_params_with_their_defaults_and_help(seen):

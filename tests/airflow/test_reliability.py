@@ -1,0 +1,280 @@
+"""Failure and recovery of the DAG under Airflow: resume, timeouts, a missing engine, concurrency.
+
+One standalone Airflow serves the scheduler tests. It reaches the Docker engine through a tiny
+proxy (a unix socket in the test process, ``DOCKER_HOST``), so a test can take the engine away
+and give it back, and it runs the steps from images tagged for this module only, so untagging one
+to make a step fail cannot disturb anything else using the engine. The timeout test uses
+``airflow dags test`` with ``CLUSTERFLOW_TASK_TIMEOUT_SECONDS`` (the production DAG keeps its
+timeouts: tests/airflow/test_dag.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+
+from clusterflow import spec
+from tests.airflow.conftest import (AIRFLOW_SH, DAG_ID, Airflow, airflow, airflow_environment,
+                                    leftover_containers, standalone_airflow)
+from tests.containers.conftest import image
+
+pytestmark = pytest.mark.container
+
+STEPS = ("prepare", "cluster", "evaluate", "report")
+RETRY_DELAY = 3  # seconds: CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS for the standalone Airflow
+
+
+class EngineProxy:
+    """A unix socket that forwards every connection to the real Docker engine, until stopped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        if host.startswith("unix://"):
+            self.upstream: Any = (socket.AF_UNIX, host[len("unix://"):])
+        else:  # tcp://host:port
+            name, _, port = host.split("://", 1)[1].rpartition(":")
+            self.upstream = (socket.AF_INET, (name, int(port)))
+        self.server: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def start(self) -> None:
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(self.path))
+        self.server.listen(64)
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def stop(self) -> None:
+        """No engine at the address any more: new connections fail (the file is gone)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.path.unlink(missing_ok=True)
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:  # closed by stop()
+                return
+            threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+
+    def _pump(self, client: socket.socket) -> None:
+        family, address = self.upstream
+        with client, socket.socket(family, socket.SOCK_STREAM) as engine_side:
+            engine_side.connect(address)
+            peers = {client: engine_side, engine_side: client}
+            open_ = set(peers)
+            while open_:
+                readable, _, _ = select.select(list(open_), [], [])
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if data:
+                        peers[sock].sendall(data)
+                    else:  # half close: pass it on (docker attach relies on it)
+                        open_.discard(sock)
+                        try:
+                            peers[sock].shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+
+
+@pytest.fixture(scope="module")
+def image_tag(docker_cli, engine) -> Iterator[str]:
+    """The four step images under a tag of this module's own (removed afterwards)."""
+    tag = f"reliability-{os.getpid()}"
+    for step in STEPS:
+        engine.images.get(image(step)).tag(f"clusterflow/{step}", tag)
+    try:
+        yield tag
+    finally:
+        for step in STEPS:
+            try:
+                engine.images.remove(f"clusterflow/{step}:{tag}", noprune=True)
+            except Exception:  # already untagged
+                pass
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory) -> Iterator[EngineProxy]:
+    found = EngineProxy(tmp_path_factory.mktemp("engine") / "docker.sock")
+    found.start()
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+@pytest.fixture(scope="module")
+def scheduler(airflow_venv, docker_cli, image_tag, proxy, tmp_path_factory) -> Iterator[Airflow]:
+    home = tmp_path_factory.mktemp("reliability-home")
+    data = tmp_path_factory.mktemp("reliability-data") / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    with standalone_airflow(home, data, DOCKER_HOST=proxy.url, CLUSTERFLOW_IMAGE_TAG=image_tag,
+                            CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS=str(RETRY_DELAY)) as found:
+        yield found
+
+
+def task_log(airflow: Airflow, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+    """The task's log file for that try (Airflow's JSON lines, read as text)."""
+    folder = airflow.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+    if map_index >= 0:
+        folder = folder / f"map_index={map_index}"
+    path = folder / f"attempt={try_number}.log"
+    return path.read_text() if path.is_file() else ""
+
+
+def manifest(airflow: Airflow, run_id: str, step_dir: str) -> dict[str, Any]:
+    return json.loads((airflow.data / "runs" / spec.safe_run_id(run_id) / step_dir / "manifest.json").read_text())
+
+
+def states(instances: dict) -> dict:
+    return {key: ti["state"] for key, ti in instances.items()}
+
+
+def test_clearing_a_failed_run_resumes_it_from_the_cache(scheduler, engine, image_tag):
+    conf = {"inits": ["k-means++", "pca"], "n_init": 2, "seed": 7}
+    evaluate_image = f"clusterflow/evaluate:{image_tag}"
+    engine.images.remove(evaluate_image, noprune=True)  # evaluate fails: its image is gone
+    try:
+        run_id = scheduler.trigger(conf)
+        first = scheduler.finished(run_id)
+    finally:
+        engine.images.get(image("evaluate")).tag("clusterflow/evaluate", image_tag)
+    assert first["state"] == "failed"
+    before = scheduler.task_instances(run_id)
+    assert states(before) == {("plan", None): "success", ("prepare", None): "success",
+                              ("cluster", "k-means++"): "success", ("cluster", "pca"): "success",
+                              ("evaluate", None): "failed", ("report", None): "skipped",
+                              ("outcome", None): "failed"}
+    assert before[("evaluate", None)]["try_number"] == 1  # image not found: AirflowFailException, no retry
+    assert f"image {evaluate_image} not found" in task_log(scheduler, run_id, "evaluate", 1)
+    run_dir = scheduler.data / "runs" / spec.safe_run_id(run_id)
+    models = {v: (run_dir / "cluster" / v / "model.joblib").stat() for v in conf["inits"]}
+    finished = ["prepare", *(f"cluster/{v}" for v in conf["inits"])]
+    manifests = {d: (run_dir / d / "manifest.json").read_bytes() for d in finished}
+    assert all(json.loads(m)["cache"]["hit"] is False for m in manifests.values())  # computed in this run
+
+    started = time.monotonic()
+    cleared = scheduler.api("POST", f"/dags/{DAG_ID}/clearTaskInstances",
+                            json={"dry_run": False, "dag_run_id": run_id, "only_failed": False})
+    assert cleared.ok, cleared.text
+    assert len(cleared.json()["task_instances"]) == 7
+    second = scheduler.finished(run_id)
+    print(f"resume after clearing the run: {time.monotonic() - started:.1f} s")
+    assert second["state"] == "success", scheduler.log_tail()
+    after = scheduler.task_instances(run_id)
+    assert states(after) == {**states(before), ("evaluate", None): "success", ("report", None): "success",
+                             ("outcome", None): "skipped"}
+    tries = {key: ti["try_number"] for key, ti in after.items()}
+    assert {key: n for key, n in tries.items() if key[0] != "outcome"} == dict.fromkeys(
+        [k for k in tries if k[0] != "outcome"], 2), tries  # every task ran again (outcome: skipped unrun)
+
+    # A hit on the run's own outputs keeps the very files (no refit: same inodes) and records the
+    # hit in a fresh manifest (README, Step cache).
+    key = json.loads(manifests["prepare"])["cache"]["key"]
+    assert f"prepare: cache hit {key[:12]}" in task_log(scheduler, run_id, "prepare", 2)
+    for variant in conf["inits"]:
+        index = after[("cluster", variant)]["map_index"]
+        assert "cluster: cache hit" in task_log(scheduler, run_id, "cluster", 2, index), variant
+        now = (run_dir / "cluster" / variant / "model.joblib").stat()
+        assert (now.st_ino, now.st_mtime_ns) == (models[variant].st_ino, models[variant].st_mtime_ns)  # no refit
+    for d in finished:
+        first, again = json.loads(manifests[d]), json.loads((run_dir / d / "manifest.json").read_text())
+        assert again["cache"] == {**first["cache"], "hit": True, "source": spec.safe_run_id(run_id)}, d
+        assert again["outputs"] == first["outputs"], d
+    assert manifest(scheduler, run_id, "evaluate")["cache"]["hit"] is False  # it never ran before
+    assert (run_dir / "report/report.html").is_file()
+    assert leftover_containers(engine, dag_id=DAG_ID, run_id=spec.safe_run_id(run_id)) == []
+
+
+def test_a_task_started_without_an_engine_fails_naming_docker_host_and_a_retry_succeeds(scheduler, proxy, engine):
+    proxy.stop()
+    try:
+        run_id = scheduler.trigger({"inits": ["pca"], "n_init": 1, "seed": 11})
+        scheduler.wait("prepare's first try to fail", lambda: scheduler.task_instances(run_id).get(
+            ("prepare", None), {}).get("state") == "up_for_retry", 120, every=0.3)
+    finally:
+        proxy.start()
+    back = time.monotonic()
+    failed_try = task_log(scheduler, run_id, "prepare", 1)
+    assert f"no Docker engine answers at {proxy.url} (DOCKER_HOST={proxy.url}" in failed_try, failed_try[-3000:]
+    assert "AirflowFailException" not in failed_try
+    run = scheduler.finished(run_id)
+    assert run["state"] == "success", scheduler.log_tail()
+    prepare = scheduler.task_instances(run_id)[("prepare", None)]
+    print(f"engine back to prepare done: {time.monotonic() - back:.1f} s; prepare tries: {prepare['try_number']}")
+    assert prepare["try_number"] == 2
+    assert "==> prepare" in task_log(scheduler, run_id, "prepare", 2)
+
+
+def test_two_concurrent_runs_with_different_params_keep_apart(scheduler, engine):
+    confs = [{"inits": ["pca"], "n_init": 1, "seed": 21}, {"inits": ["random"], "n_init": 1, "seed": 22}]
+    run_ids = [scheduler.trigger(conf) for conf in confs]
+    scheduler.wait("both runs to be running at once", lambda: all(
+        scheduler.api("GET", f"/dags/{DAG_ID}/dagRuns/{r}").json()["state"] in ("running", "success")
+        for r in run_ids), 60, every=0.5)
+    runs = [scheduler.finished(r) for r in run_ids]
+    assert [r["state"] for r in runs] == ["success", "success"], scheduler.log_tail()
+    assert spec.safe_run_id(run_ids[0]) != spec.safe_run_id(run_ids[1])
+    for run_id, conf in zip(run_ids, confs):
+        assert manifest(scheduler, run_id, "prepare")["run_id"] == spec.safe_run_id(run_id)
+        metrics = json.loads((scheduler.data / "runs" / spec.safe_run_id(run_id) / "evaluate/metrics.json").read_text())
+        assert list(metrics["variants"]) == conf["inits"]
+        assert manifest(scheduler, run_id, f"cluster/{conf['inits'][0]}")["params"]["seed"] == conf["seed"]
+
+
+def test_a_step_over_its_execution_timeout_is_killed_and_its_container_removed(airflow_venv, docker_cli, engine,
+                                                                              tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    env = airflow_environment(tmp_path / "home", data, CLUSTERFLOW_TASK_TIMEOUT_SECONDS="3",
+                              CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS="1")
+    conf = {"dataset": "synthetic", "n_samples": 3_000_000, "n_features": 16, "inits": ["pca"], "n_init": 1}
+    labels = {"label": [f"io.clusterflow.dag_id={DAG_ID}", "io.clusterflow.task_id=prepare"]}
+    seen: dict[str, set[str]] = {}  # run id label -> statuses of its prepare containers, while they ran
+    started = time.monotonic()
+    test = subprocess.Popen([str(AIRFLOW_SH), "test", "-c", json.dumps(conf)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    host_config: dict[str, Any] = {}  # of a running prepare container, as the engine has it
+    while test.poll() is None:
+        for container in engine.containers.list(all=True, filters=labels):
+            seen.setdefault(container.labels["io.clusterflow.run_id"], set()).add(container.status)
+            if container.status == "running" and not host_config:
+                with contextlib.suppress(docker.errors.NotFound):
+                    host_config = engine.api.inspect_container(container.id)["HostConfig"]
+        time.sleep(0.2)
+    output = test.stdout.read()
+    print(f"airflow dags test with a 3 s timeout: {time.monotonic() - started:.1f} s")
+    assert test.returncode != 0
+    listed = airflow(env, "dags", "list-runs", DAG_ID, "-o", "json")
+    run_id = spec.safe_run_id(json.loads(listed.stdout.strip().splitlines()[-1])[0]["run_id"])
+    assert "running" in seen.get(run_id, set()), (seen, output[-4000:])  # prepare's container did run
+    assert output.count("==> prepare:") == 3  # the first try and both retries, each timed out
+    assert output.count("AirflowTaskTimeout") >= 3, output[-4000:]
+    assert "NotFound" not in output  # on_kill found the container removed and said so
+    assert leftover_containers(engine, dag_id=DAG_ID, run_id=run_id) == []
+    assert not (data / "runs" / run_id / "prepare").exists()  # nothing half-written in place
+    # The DAG's containers are hardened and limited like the local runner's (spec.CONTAINER_POLICY).
+    limits = spec.step_limits()
+    assert host_config["NetworkMode"] == "none" and host_config["ReadonlyRootfs"] is True, host_config
+    assert host_config["CapDrop"] == ["ALL"] and host_config["SecurityOpt"] == ["no-new-privileges"]
+    assert "/tmp" in host_config["Tmpfs"]
+    assert (host_config["Memory"], host_config["NanoCpus"]) == (limits.memory, limits.nano_cpus)
