@@ -7,7 +7,7 @@ DATA_DIR ?= data
 PYTEST_ARGS ?=
 AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: run test images venv lock clean help airflow airflow-standalone airflow-test
+.PHONY: run test images venv lock clean help airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
 
 help:
 	@echo "make run    - set up, build the step images, run the digits pipeline, print the report path"
@@ -17,6 +17,7 @@ help:
 	@echo "make airflow            - install Airflow 3.3.2 + the docker provider into $(AIRFLOW_VENV)"
 	@echo "make airflow-standalone - run the embedded Airflow (UI/API on :8080) with the DAG loaded"
 	@echo "make airflow-test       - airflow dags test digits_kmeans against the Docker engine"
+	@echo "make stack-up / stack-down - the Docker Compose Airflow stack (README: Docker Compose stack)"
 
 $(BIN)/clusterflow: requirements/dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,3 +53,20 @@ lock:
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) airflow-home build
+
+# --- Docker Compose stack (README "Docker Compose stack") ---
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+stack-images: images
+	scripts/build-stack-images.sh
+
+stack-up: images
+	STACK_IMAGES="$$(scripts/build-stack-images.sh)" scripts/stack-env.sh
+	$(COMPOSE) up -d
+	$(COMPOSE) ps
+
+stack-down:
+	$(COMPOSE) down
+
+stack-test: venv
+	$(BIN)/python -m pytest tests/stack $(PYTEST_ARGS)

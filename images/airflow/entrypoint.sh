@@ -1,0 +1,17 @@
+#!/bin/sh
+# clusterflow/airflow entrypoint: `airflow ARGS...`. When AIRFLOW_ADMIN_PASSWORD is set, first
+# write the SimpleAuthManager password file (JSON {user: password}) for every user named in
+# AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS (user:role,...), so the password comes from the
+# stack's .env instead of being generated and printed by the API server.
+set -eu
+if [ -n "${AIRFLOW_ADMIN_PASSWORD:-}" ]; then
+  file=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}
+  umask 077
+  python3 - "$file" <<'PY'
+import json, os, sys
+users = [u.split(":")[0].strip() for u in os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "").split(",") if u.strip()]
+with open(sys.argv[1], "w") as out:
+    json.dump({u: os.environ["AIRFLOW_ADMIN_PASSWORD"] for u in users}, out)
+PY
+fi
+exec airflow "$@"

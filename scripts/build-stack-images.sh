@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Build the images of the Docker Compose stack (docker-compose.yml):
+#   clusterflow/airflow:<VERSION>   Airflow 3.3.2 + docker provider (vendored constraints), postgres
+#                                   drivers, the clusterflow package and the DAG folder (always built;
+#                                   a rebuild without changes is all layer-cache hits)
+#   clusterflow/postgres-standin:15        only when $POSTGRES_IMAGE (default postgres:16) is
+#   clusterflow/socket-proxy-standin:1     or $SOCKET_PROXY_IMAGE (default
+#                                          tecnativa/docker-socket-proxy:0.3.0) is neither present
+#                                          locally nor pullable within $PULL_TIMEOUT seconds (10)
+# The step images (clusterflow/{prepare,cluster,evaluate,report}) come from scripts/build-images.sh.
+#
+# Prints nothing on stdout but the lines `POSTGRES_IMAGE=...` and `SOCKET_PROXY_IMAGE=...`: the
+# images the stack should use here (scripts/stack-env.sh writes them into .env).
+# Each build logs to build/logs/stack-<image>.log; a failing build prints that log's tail.
+# Env: PYTHON_BASE (see scripts/build-python-base.sh), POSTGRES_IMAGE, SOCKET_PROXY_IMAGE,
+#      PULL_TIMEOUT, CLUSTERFLOW_STANDINS=always (build and use the stand-ins regardless).
+# Classic builder (DOCKER_BUILDKIT=0): works on engines without buildx.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+log() { printf 'build-stack-images: %s\n' "$*" >&2; }
+[ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { sed -n '2,18p' "$0"; exit 0; }
+
+DOCKER=$("$repo/scripts/ensure-docker.sh")
+PYTHON_BASE=$("$repo/scripts/build-python-base.sh")
+VERSION=$(tr -d '[:space:]' < "$repo/VERSION")
+export DOCKER_BUILDKIT=0
+POSTGRES_IMAGE=${POSTGRES_IMAGE:-postgres:16}
+SOCKET_PROXY_IMAGE=${SOCKET_PROXY_IMAGE:-tecnativa/docker-socket-proxy:0.3.0}
+PULL_TIMEOUT=${PULL_TIMEOUT:-10}
+mkdir -p build/logs
+
+build() {  # build NAME CONTEXT DOCKERFILE TAG [ARGS...]
+  local name=$1 context=$2 dockerfile=$3 tag=$4; shift 4
+  local logfile=$repo/build/logs/stack-$name.log start=$SECONDS
+  log "building $tag (log: build/logs/stack-$name.log)"
+  if ! "$DOCKER" build -f "$dockerfile" -t "$tag" "$@" "$context" >"$logfile" 2>&1; then
+    tail -n 30 "$logfile" >&2
+    log "building $tag failed"
+    exit 1
+  fi
+  log "built $tag in $((SECONDS - start)) s"
+}
+
+available() {  # available IMAGE: present locally, or pulled within $PULL_TIMEOUT seconds
+  "$DOCKER" image inspect "$1" >/dev/null 2>&1 && return 0
+  [ "${CLUSTERFLOW_STANDINS:-}" = always ] && return 1
+  log "pulling $1 (at most ${PULL_TIMEOUT} s)"
+  timeout "$PULL_TIMEOUT" "$DOCKER" pull -q "$1" >/dev/null 2>&1
+}
+
+# The Airflow image's context: only what it needs (the repo's .dockerignore admits step sources only).
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+mkdir -p "$context/orchestration" "$context/steps" "$context/images"
+cp pyproject.toml VERSION "$context/"
+cp -r orchestration/airflow orchestration/clusterflow orchestration/dags "$context/orchestration/"
+cp -r steps/clusterflow_steps "$context/steps/"
+cp -r images/airflow "$context/images/"
+find "$context" \( -name __pycache__ -o -name '*.pyc' -o -name tests \) -prune -exec rm -rf {} +
+# Same modes every time (mktemp -d is 0700; umasks differ), so the layer cache keeps hitting.
+chmod -R u=rwX,go=rX "$context"
+build airflow "$context" "$context/images/airflow/Dockerfile" "clusterflow/airflow:$VERSION" \
+      --build-arg PYTHON_BASE="$PYTHON_BASE" --build-arg VERSION="$VERSION"
+"$DOCKER" tag "clusterflow/airflow:$VERSION" clusterflow/airflow:latest
+
+postgres=$POSTGRES_IMAGE proxy=$SOCKET_PROXY_IMAGE
+if ! available "$POSTGRES_IMAGE"; then
+  postgres=clusterflow/postgres-standin:15
+  log "$POSTGRES_IMAGE unavailable: using the stand-in $postgres (Debian postgresql-15)"
+  build postgres-standin "$repo" images/postgres/Dockerfile "$postgres" --build-arg BASE="$PYTHON_BASE"
+fi
+if ! available "$SOCKET_PROXY_IMAGE"; then
+  proxy=clusterflow/socket-proxy-standin:1
+  log "$SOCKET_PROXY_IMAGE unavailable: using the stand-in $proxy (Debian HAProxy)"
+  build socket-proxy-standin "$repo" images/socket-proxy/Dockerfile "$proxy" --build-arg BASE="$PYTHON_BASE"
+fi
+printf 'POSTGRES_IMAGE=%s\nSOCKET_PROXY_IMAGE=%s\n' "$postgres" "$proxy"
