@@ -196,7 +196,7 @@ def render_container(plan: dict[str, Any], dag_id: str, step: str, variant: str 
                    for m in plan["mounts"]],
         # DockerOperator's mem_limit; its ``cpus`` is only a relative weight (cpu_shares), so the
         # hard CPU limit goes into the host config as nano_cpus (see StepOperator.cli)
-        **(plan.get("limits") or spec.step_limits().docker_kwargs()),
+        **plan["limits"],
     }
 
 
