@@ -5,19 +5,22 @@ BIN    := $(VENV)/bin
 RUN_ID ?= digits-demo
 DATA_DIR ?= data
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: run test images venv lock clean help airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
+.PHONY: run test bench images venv lock clean help airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
 
 help:
 	@echo "make run    - set up, build the step images, run the digits pipeline, print the report path"
 	@echo "make test   - run the whole test suite (builds images; needs a Docker engine, see README)"
 	@echo "make images - (re)build the base and step images"
 	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
+	@echo "make bench  - the benchmark harness (about 40 min; BENCH_ARGS=--quick for a smoke run)"
 	@echo "make airflow            - install Airflow 3.3.2 + the docker provider into $(AIRFLOW_VENV)"
 	@echo "make airflow-standalone - run the embedded Airflow (UI/API on :8080) with the DAG loaded"
 	@echo "make airflow-test       - airflow dags test digits_kmeans against the Docker engine"
 	@echo "make stack-up / stack-down - the Docker Compose Airflow stack (README: Docker Compose stack)"
+	@echo "make stack-up-celery WORKERS=3 - the same with CeleryExecutor, Redis and WORKERS workers"
 
 $(BIN)/clusterflow: requirements/dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +51,10 @@ airflow-test: airflow images
 test: venv airflow
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (benchmarks/RESULTS.md): overhead vs the bare demo, per step, images, scale.
+bench: venv airflow images
+	$(BIN)/python -m benchmarks --results benchmarks/RESULTS.md --plot benchmarks/scale.png $(BENCH_ARGS)
+
 lock:
 	scripts/lock-deps.sh
 
@@ -60,13 +67,20 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 stack-images: images
 	scripts/build-stack-images.sh
 
+WORKERS ?= 3
+
 stack-up: images
 	STACK_IMAGES="$$(scripts/build-stack-images.sh)" scripts/stack-env.sh
 	$(COMPOSE) up -d
 	$(COMPOSE) ps
 
+stack-up-celery: images
+	STACK_IMAGES="$$(scripts/build-stack-images.sh)" scripts/stack-env.sh
+	AIRFLOW_EXECUTOR=CeleryExecutor $(COMPOSE) --profile celery up -d --scale airflow-worker=$(WORKERS)
+	$(COMPOSE) --profile celery ps
+
 stack-down:
-	$(COMPOSE) down
+	$(COMPOSE) --profile celery down
 
 stack-test: venv
 	$(BIN)/python -m pytest tests/stack $(PYTEST_ARGS)

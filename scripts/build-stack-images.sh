@@ -3,24 +3,25 @@
 #   clusterflow/airflow:<VERSION>   Airflow 3.3.2 + docker provider (vendored constraints), postgres
 #                                   drivers, the clusterflow package and the DAG folder (always built;
 #                                   a rebuild without changes is all layer-cache hits)
-#   clusterflow/postgres-standin:15        only when $POSTGRES_IMAGE (default postgres:16) is
-#   clusterflow/socket-proxy-standin:1     or $SOCKET_PROXY_IMAGE (default
-#                                          tecnativa/docker-socket-proxy:0.3.0) is neither present
-#                                          locally nor pullable within $PULL_TIMEOUT seconds (10)
+#   clusterflow/postgres-standin:15        only when $POSTGRES_IMAGE (default postgres:16),
+#   clusterflow/socket-proxy-standin:1     $SOCKET_PROXY_IMAGE (default
+#   clusterflow/redis-standin:7            tecnativa/docker-socket-proxy:0.3.0) or $REDIS_IMAGE
+#                                          (default redis:7) is neither present locally nor
+#                                          pullable within $PULL_TIMEOUT seconds (10)
 # The step images (clusterflow/{prepare,cluster,evaluate,report}) come from scripts/build-images.sh.
 #
-# Prints nothing on stdout but the lines `POSTGRES_IMAGE=...` and `SOCKET_PROXY_IMAGE=...`: the
-# images the stack should use here (scripts/stack-env.sh writes them into .env).
+# Prints nothing on stdout but the lines `POSTGRES_IMAGE=...`, `SOCKET_PROXY_IMAGE=...` and
+# `REDIS_IMAGE=...`: the images the stack should use here (scripts/stack-env.sh writes them into .env).
 # Each build logs to build/logs/stack-<image>.log; a failing build prints that log's tail.
 # Env: PYTHON_BASE (see scripts/build-python-base.sh), POSTGRES_IMAGE, SOCKET_PROXY_IMAGE,
-#      PULL_TIMEOUT, CLUSTERFLOW_STANDINS=always (build and use the stand-ins regardless).
+#      REDIS_IMAGE, PULL_TIMEOUT, CLUSTERFLOW_STANDINS=always (build and use the stand-ins regardless).
 # Classic builder (DOCKER_BUILDKIT=0): works on engines without buildx.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 log() { printf 'build-stack-images: %s\n' "$*" >&2; }
-[ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { sed -n '2,18p' "$0"; exit 0; }
+[ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { sed -n '2,20p' "$0"; exit 0; }
 
 DOCKER=$("$repo/scripts/ensure-docker.sh")
 PYTHON_BASE=$("$repo/scripts/build-python-base.sh")
@@ -28,6 +29,7 @@ VERSION=$(tr -d '[:space:]' < "$repo/VERSION")
 export DOCKER_BUILDKIT=0
 POSTGRES_IMAGE=${POSTGRES_IMAGE:-postgres:16}
 SOCKET_PROXY_IMAGE=${SOCKET_PROXY_IMAGE:-tecnativa/docker-socket-proxy:0.3.0}
+REDIS_IMAGE=${REDIS_IMAGE:-redis:7}
 PULL_TIMEOUT=${PULL_TIMEOUT:-10}
 mkdir -p build/logs
 
@@ -65,15 +67,16 @@ build airflow "$context" "$context/images/airflow/Dockerfile" "clusterflow/airfl
       --build-arg PYTHON_BASE="$PYTHON_BASE" --build-arg VERSION="$VERSION"
 "$DOCKER" tag "clusterflow/airflow:$VERSION" clusterflow/airflow:latest
 
-postgres=$POSTGRES_IMAGE proxy=$SOCKET_PROXY_IMAGE
-if ! available "$POSTGRES_IMAGE"; then
-  postgres=clusterflow/postgres-standin:15
-  log "$POSTGRES_IMAGE unavailable: using the stand-in $postgres (Debian postgresql-15)"
-  build postgres-standin "$repo" images/postgres/Dockerfile "$postgres" --build-arg BASE="$PYTHON_BASE"
-fi
-if ! available "$SOCKET_PROXY_IMAGE"; then
-  proxy=clusterflow/socket-proxy-standin:1
-  log "$SOCKET_PROXY_IMAGE unavailable: using the stand-in $proxy (Debian HAProxy)"
-  build socket-proxy-standin "$repo" images/socket-proxy/Dockerfile "$proxy" --build-arg BASE="$PYTHON_BASE"
-fi
-printf 'POSTGRES_IMAGE=%s\nSOCKET_PROXY_IMAGE=%s\n' "$postgres" "$proxy"
+standin() {  # standin VAR OFFICIAL STANDIN_TAG DIR WHAT: print VAR=<image to use>
+  local var=$1 official=$2 tag=$3 dir=$4 what=$5
+  if available "$official"; then
+    printf '%s=%s\n' "$var" "$official"
+    return 0
+  fi
+  log "$official unavailable: using the stand-in $tag ($what)"
+  build "$dir-standin" "$repo" "images/$dir/Dockerfile" "$tag" --build-arg BASE="$PYTHON_BASE"
+  printf '%s=%s\n' "$var" "$tag"
+}
+standin POSTGRES_IMAGE "$POSTGRES_IMAGE" clusterflow/postgres-standin:15 postgres "Debian postgresql-15"
+standin SOCKET_PROXY_IMAGE "$SOCKET_PROXY_IMAGE" clusterflow/socket-proxy-standin:1 socket-proxy "Debian HAProxy"
+standin REDIS_IMAGE "$REDIS_IMAGE" clusterflow/redis-standin:7 redis "Debian redis-server 7"

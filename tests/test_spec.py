@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -128,3 +129,12 @@ def test_step_limits_default_and_from_the_environment():
 def test_unusable_step_limits_name_the_setting(name, value):
     with pytest.raises(ValueError, match=f"^{name}={value!r}: give "):
         spec.step_limits({name: value})
+
+
+def test_each_task_of_a_run_has_its_own_valid_container_name():
+    run_id = spec.safe_run_id("manual__2026-11-24T10:00:00+00:00")
+    tasks = [t for stage in spec.stages(run_id, spec.PipelineParams(), "1") for t in stage]
+    names = [spec.container_name(run_id, t) for t in tasks]
+    assert len(set(names)) == len(tasks) == 6
+    assert all(re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", n) for n in names), names  # Docker's rule
+    assert spec.container_name("other", tasks[0]) != names[0]

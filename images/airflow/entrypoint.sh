@@ -2,8 +2,14 @@
 # clusterflow/airflow entrypoint: `airflow ARGS...`. When AIRFLOW_ADMIN_PASSWORD is set, first
 # write the SimpleAuthManager password file (JSON {user: password}) for every user named in
 # AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS (user:role,...), so the password comes from the
-# stack's .env instead of being generated and printed by the API server.
+# stack's .env instead of being generated and printed by the API server. `celery worker`
+# refuses to start unless the executor is CeleryExecutor (it would idle, taking no tasks).
 set -eu
+if [ "${1:-}" = celery ] && [ "${2:-}" = worker ] && [ "${AIRFLOW__CORE__EXECUTOR:-}" != CeleryExecutor ]; then
+  echo "clusterflow-airflow: a Celery worker needs AIRFLOW__CORE__EXECUTOR=CeleryExecutor (got" \
+       "'${AIRFLOW__CORE__EXECUTOR:-}'): start the stack with AIRFLOW_EXECUTOR=CeleryExecutor" >&2
+  exit 2
+fi
 if [ -n "${AIRFLOW_ADMIN_PASSWORD:-}" ]; then
   file=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}
   umask 077

@@ -24,16 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import docker.utils
 from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
 from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.providers.docker.operators.docker_swarm import DockerSwarmOperator
 from airflow.sdk import DAG, Param, TriggerRule, Variable, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from docker.types import Mount as DockerMount
+from docker.types import Resources as SwarmResources
 
 from clusterflow import dataroot, spec
 from clusterflow.version import VERSION
 
-DAG_ID = "digits_kmeans"
+DAG_ID = spec.DAG_ID
 SCHEDULE = "0 22 * * *"  # nightly at 22:00 (UTC, Airflow's default timezone)
 START_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 MAX_ACTIVE_RUNS = 2  # runs never share a directory (see spec.safe_run_id); two bound the load
@@ -42,6 +45,10 @@ DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
 DATA_SOURCE_VARIABLE = "clusterflow_data_source"
 DEFAULT_DATA_SOURCE = "clusterflow-data"  # a named Docker volume
 IMAGE_TAG_ENV = "CLUSTERFLOW_IMAGE_TAG"
+# How step containers are launched: "docker" (a container on the engine, DockerOperator) or
+# "swarm" (a one-shot Docker Swarm service, DockerSwarmOperator). Read when the DAG file is
+# parsed, so set it in the environment of every Airflow component.
+LAUNCHER_ENV = "CLUSTERFLOW_LAUNCHER"
 GATE_XCOM = "quality_gate"
 PLAN_XCOM = "plan"
 
@@ -110,7 +117,8 @@ that talk only through files under `/data/runs/<run_id>/<step>/` (see the README
 Data root: the Airflow Variable `{DATA_SOURCE_VARIABLE}`, else env `{DATA_SOURCE_ENV}`, else the
 named volume `{DEFAULT_DATA_SOURCE}`: an absolute host path (bind mount, writable by uid
 {spec.STEP_USER.split(':')[0]}) or a Docker volume name. Images `clusterflow/<step>:<tag>`, tag from env
-`{IMAGE_TAG_ENV}` (default the project version). Engine: `DOCKER_HOST`, else the local socket.
+`{IMAGE_TAG_ENV}` (default the project version). Engine: `DOCKER_HOST`, else the local socket;
+env `{LAUNCHER_ENV}=swarm` runs each step as a one-shot Docker Swarm service instead of a container.
 Every container runs as {spec.STEP_USER} with no network, a read-only root filesystem, a tmpfs `/tmp`,
 all capabilities dropped and `no-new-privileges`.
 """
@@ -192,6 +200,7 @@ def render_container(plan: dict[str, Any], dag_id: str, step: str, variant: str 
         "command": rendered["command"],
         "environment": spec.step_environment(rendered["image"], digest),
         "labels": spec.labels(dag_id, plan["run_id"], spec_task, try_number),
+        "container_name": spec.container_name(plan["run_id"], spec_task),
         "mounts": [DockerMount(m["target"], m["source"], type=m["type"], read_only=m["read_only"])
                    for m in plan["mounts"]],
         # DockerOperator's mem_limit; its ``cpus`` is only a relative weight (cpu_shares), so the
@@ -201,27 +210,45 @@ def render_container(plan: dict[str, Any], dag_id: str, step: str, variant: str 
 
 
 class _PolicyClient:
-    """The docker API client, with the container policy DockerOperator has no argument for."""
+    """The docker API client, with the container policy the operators have no argument for:
+    into the host config of a container (DockerOperator), or the container spec of a swarm
+    service (DockerSwarmOperator), with the step's labels."""
 
-    def __init__(self, client: Any, extra: dict[str, Any]):
-        self._client, self._extra = client, extra
+    def __init__(self, client: Any, extra: dict[str, Any], labels: dict[str, str]):
+        self._client, self._extra, self._labels = client, extra, labels
 
     def create_host_config(self, **kwargs: Any) -> Any:
         return self._client.create_host_config(**kwargs, **self._extra)
 
+    def create_service(self, task_template: dict[str, Any], **kwargs: Any) -> Any:
+        container = task_template["ContainerSpec"]
+        container.update(ReadOnly=spec.CONTAINER_POLICY["read_only"], Labels=self._labels,
+                         CapabilityDrop=spec.CONTAINER_POLICY["cap_drop"])
+        container["Mounts"] = [*container.get("Mounts", []), *(
+            DockerMount(target, None, type="tmpfs", tmpfs_size=_tmpfs_size(options))
+            for target, options in spec.CONTAINER_POLICY["tmpfs"].items())]
+        return self._client.create_service(task_template, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+def _tmpfs_size(options: str) -> int | None:
+    """The bytes of a tmpfs ``size=`` option (``512m``), as a swarm tmpfs mount takes it."""
+    sizes = [o[len("size="):] for o in options.split(",") if o.startswith("size=")]
+    return docker.utils.parse_bytes(sizes[0]) if sizes else None
 
 
 class StepOperator(DockerOperator):
     """One step container, rendered at run time from the ``plan`` task's XCom."""
 
     nano_cpus: int | None = None  # the plan's CPU limit, set by execute
+    auto_remove_policy = "force"  # DockerOperator removes the container whatever happened
 
     def __init__(self, *, step: str, variant: str | None = None, **kwargs: Any):
         kwargs.setdefault("image", spec.image_ref(step, VERSION))
         super().__init__(
-            user=spec.STEP_USER, mount_tmp_dir=False, auto_remove="force", **OPERATOR_POLICY,
+            user=spec.STEP_USER, mount_tmp_dir=False, auto_remove=self.auto_remove_policy, **OPERATOR_POLICY,
             # evaluate: exit 3 (the gate) is told apart from a crash; every log line comes back
             **({"skip_on_exit_code": [spec.QUALITY_GATE_EXIT], "xcom_all": True} if step == "evaluate" else {}),
             **kwargs)
@@ -238,7 +265,7 @@ class StepOperator(DockerOperator):
                 f"{_engine_problem(self.docker_url) or exc}; start the engine or point DOCKER_HOST at one"
             ) from None
         cpu_limit = {"nano_cpus": self.nano_cpus} if self.nano_cpus else {}
-        return _PolicyClient(client, {**HOST_CONFIG_POLICY, **cpu_limit})
+        return _PolicyClient(client, {**HOST_CONFIG_POLICY, **cpu_limit}, self.labels or {})
 
     def on_kill(self) -> None:
         """Stop and remove the container (timeout, task marked failed, worker shutdown).
@@ -278,7 +305,7 @@ class StepOperator(DockerOperator):
             setattr(self, name, value)
         self.log.info("==> %s: %s %s", self.task_name, self.image, " ".join(self.command))
         try:
-            lines = super().execute(context)
+            lines = self.launch(context)
         except DockerContainerFailedSkipException as exc:  # evaluate's exit 3: the quality gate
             reason = _gate_reason(exc.logs or [])
             context["ti"].xcom_push(GATE_XCOM, {"passed": False, "reason": reason})
@@ -294,9 +321,78 @@ class StepOperator(DockerOperator):
             return f"runs/{plan['run_id']}/report/report.html"
         return None
 
+    def launch(self, context: Any) -> list[str] | None:
+        """Run the rendered container; its log lines (evaluate) or None. Exit 3 of evaluate
+        raises DockerContainerFailedSkipException, other failures AirflowException."""
+        self._remove_orphan()
+        return DockerOperator.execute(self, context)
+
+    def _remove_orphan(self) -> None:
+        """Remove this task's container left running by an earlier try whose process died with
+        its scheduler or worker (nothing stopped it). This try redoes the work; the orphan would
+        hold the name and keep writing into the run."""
+        try:
+            self.cli.remove_container(self.container_name, force=True)
+        except docker.errors.NotFound:
+            return
+        self.log.warning("removed container %s, left by an earlier try of this task", self.container_name)
+
     @staticmethod
     def _evaluate_reported(context: Any) -> bool:
         return context["ti"].xcom_pull(task_ids="evaluate", key=GATE_XCOM) is not None
+
+
+class SwarmStepOperator(StepOperator, DockerSwarmOperator):
+    """One step as a one-shot Docker Swarm service (``CLUSTERFLOW_LAUNCHER=swarm``).
+
+    DockerSwarmOperator reports neither the container's exit code nor its output, so this reads
+    both from the service's task and logs before removing the service itself: evaluate's exit 3
+    is the quality gate and its last line the summary, as with containers. A swarm service has no
+    ``network: none``; the rest of the container policy applies (see :class:`_PolicyClient`).
+    """
+
+    auto_remove_policy = "never"  # removed by launch, once exit code and logs are read
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(enable_logging=True, service_prefix="clusterflow", **kwargs)
+
+    def launch(self, context: Any) -> list[str] | None:
+        self.container_resources = SwarmResources(cpu_limit=self.nano_cpus, mem_limit=self.mem_limit)
+        # a service's `command` replaces the image's entrypoint; the step's are its arguments
+        self.args, self.command = self.command, None
+        try:
+            try:
+                DockerSwarmOperator.execute(self, context)
+            except AirflowException:
+                if self.service is None:
+                    raise
+            return self._finished()
+        finally:
+            if self.service is not None:
+                self.cli.remove_service(self.service["ID"])
+
+    def _finished(self) -> list[str]:
+        """The service's log lines, once its task ended with exit 0; raise for any other end."""
+        (found,) = self.cli.tasks(filters={"service": self.service["ID"]})
+        status = found["Status"]
+        code = status.get("ContainerStatus", {}).get("ExitCode")
+        lines = [line.decode(errors="replace").rstrip("\n") for line in
+                 self.cli.service_logs(self.service["ID"], stdout=True, stderr=True)]
+        if code in self.skip_on_exit_code:  # evaluate's quality gate
+            raise DockerContainerFailedSkipException(f"exit {code}", logs=lines)
+        if status["State"] != "complete" or code != 0:
+            raise AirflowException(f"swarm service {self.service['ID'][:12]} ended {status['State']} "
+                                   f"(exit {code}): {status.get('Err') or (lines or ['no output'])[-1]}")
+        return lines
+
+
+def step_operator(environ: Any = os.environ) -> type[StepOperator]:
+    """The operator class for step tasks, by ``$CLUSTERFLOW_LAUNCHER`` (docker, the default, or swarm)."""
+    launchers = {"docker": StepOperator, "swarm": SwarmStepOperator}
+    choice = environ.get(LAUNCHER_ENV) or "docker"
+    if choice not in launchers:
+        raise ValueError(f"{LAUNCHER_ENV}={choice!r}: use docker or swarm")
+    return launchers[choice]
 
 
 def _engine_problem(url: str) -> str | None:
@@ -331,6 +427,7 @@ def _gate_reason(lines: list[str | bytes]) -> str:
 
 def build_dag() -> DAG:
     policy = task_policy()
+    operator = step_operator()
     with DAG(
         dag_id=DAG_ID,
         description="scikit-learn's K-Means digits demo as container steps (prepare, cluster, evaluate, report)",
@@ -365,13 +462,13 @@ def build_dag() -> DAG:
             return rendered["variants"]
 
         planned = plan()
-        prepare = StepOperator(task_id="prepare", step="prepare", **policy["prepare"])
-        cluster = StepOperator.partial(
+        prepare = operator(task_id="prepare", step="prepare", **policy["prepare"])
+        cluster = operator.partial(
             task_id="cluster", step="cluster", map_index_template="{{ task.variant }}",
             **policy["cluster"],
         ).expand(variant=planned)
-        evaluate = StepOperator(task_id="evaluate", step="evaluate", **policy["evaluate"])
-        report = StepOperator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,
+        evaluate = operator(task_id="evaluate", step="evaluate", **policy["evaluate"])
+        report = operator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,
                               **policy["report"])
 
         @task(task_id="outcome", trigger_rule=TriggerRule.ONE_FAILED, **policy["outcome"])

@@ -33,6 +33,8 @@ QUALITY_GATE_EXIT = 3
 
 # How every step container runs, in both renderings: steps need no network, no privileges and
 # no writable root filesystem; only /data (the mount) and /tmp (a tmpfs) are writable.
+DAG_ID = "digits_kmeans"  # the Airflow rendering's DAG (its runs are what the UI plugin shows)
+
 CONTAINER_POLICY: dict[str, Any] = {
     "network_mode": "none",
     "read_only": True,
@@ -248,6 +250,11 @@ def labels(dag_id: str, run_id: str, task: Task, try_number: int = 1) -> dict[st
     """Docker labels that tie a container to its pipeline run (for cleanup and audit)."""
     return {f"{LABEL_PREFIX}.dag_id": dag_id, f"{LABEL_PREFIX}.run_id": run_id,
             f"{LABEL_PREFIX}.task_id": task.name, f"{LABEL_PREFIX}.try_number": str(try_number)}
+
+
+def container_name(run_id: str, task: Task) -> str:
+    """The one name a task's container has in a run (the DAG's), so a retry finds an earlier try's."""
+    return f"clusterflow.{run_id}." + re.sub(r"[^A-Za-z0-9_.-]", "-", task.name.replace("[", ".").rstrip("]"))
 
 
 def step_environment(image: str, digest: str | None) -> dict[str, str]:

@@ -97,6 +97,14 @@ def test_drills_can_shorten_the_step_timeouts_and_retry_delays_through_the_env(p
     assert "CLUSTERFLOW_TASK_TIMEOUT_SECONDS='soon': give a positive number of seconds" in "".join(broken["import_errors"].values())
 
 
+def test_the_launcher_setting_picks_the_step_operator(probe):
+    swarm = probe(env_extra={"CLUSTERFLOW_LAUNCHER": "swarm"})["tasks"]
+    assert {swarm[t]["class"] for t in ("prepare", "cluster", "evaluate", "report")} == {"SwarmStepOperator"}
+    broken = probe(env_extra={"CLUSTERFLOW_LAUNCHER": "kubernetes"})
+    assert "dag" not in broken
+    assert "CLUSTERFLOW_LAUNCHER='kubernetes': use docker or swarm" in "".join(broken["import_errors"].values())
+
+
 def test_params_are_the_pipeline_params_with_their_defaults_and_help(seen):
     params = seen["params"]
     assert list(params) == list(spec.FIELDS)
@@ -143,6 +151,7 @@ def test_the_containers_are_what_the_spec_renders(seen):
             assert container["labels"] == spec.labels(DAG_ID, run_id, t, case.get("try_number", 1))
             assert container["environment"] == spec.step_environment(t.image, case["digest"])
             assert container["mounts"] == expected_mounts
+            assert container["container_name"] == spec.container_name(run_id, t)
 
 
 def test_a_user_dataset_is_mounted_read_only_under_input(seen):

@@ -39,9 +39,9 @@ def json_output(stdout: str) -> Any:
 class DagsTest:
     """One `scripts/airflow.sh test` run: its output, Airflow run id, run directory and states."""
 
-    def __init__(self, home: Path, data: Path | str, conf: dict[str, Any] | None = None):
+    def __init__(self, home: Path, data: Path | str, conf: dict[str, Any] | None = None, **env: str):
         self.home, self.data = home, data
-        self.env = airflow_environment(home, data)
+        self.env = airflow_environment(home, data, **env)
         before = {r["run_id"] for r in self.runs()} if (home / "airflow.db").exists() else set()
         args = ["-c", json.dumps(conf)] if conf else []
         self.result = subprocess.run([str(AIRFLOW_SH), "test", *args], env=self.env, capture_output=True,

@@ -7,6 +7,7 @@ through the shared ``docker_cli`` fixture), then the stack's (scripts/build-stac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 import requests
 
+from clusterflow import spec
+
 from tests.containers.conftest import docker_cli, engine  # noqa: F401  (shared fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +31,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DAG_ID = "digits_kmeans"
 LONG_RUNNING = ("postgres", "socket-proxy", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer")
+RUN_DONE = ("success", "failed")
 
 
 def _install_hint() -> str:
@@ -73,21 +77,26 @@ def _free_port() -> int:
 
 
 class Stack:
-    """One compose project of docker-compose.yml, with its own .env, port and data volume."""
+    """One compose project of docker-compose.yml, with its own .env, port and data volume;
+    ``profiles`` and ``env`` (e.g. AIRFLOW_EXECUTOR) apply to every compose command."""
 
-    def __init__(self, compose: list[str], env_file: Path, project: str, port: int, data_volume: str):
+    def __init__(self, compose: list[str], env_file: Path, project: str, port: int, data_volume: str,
+                 profiles: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.compose, self.env_file, self.project = compose, env_file, project
         self.port, self.data_volume = port, data_volume
+        self.profiles, self.env = profiles, env or {}
         self.url = f"http://127.0.0.1:{port}"
         self.settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
                              if line and not line.startswith("#"))
         self.session = requests.Session()
 
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "AIRFLOW_PORT": str(self.port), "CLUSTERFLOW_DATA_VOLUME": self.data_volume}
+        env = {**os.environ, "AIRFLOW_PORT": str(self.port), "CLUSTERFLOW_DATA_VOLUME": self.data_volume,
+               **self.env}
         env.pop("CLUSTERFLOW_IMAGE_TAG", None)
+        profiles = [arg for profile in self.profiles for arg in ("--profile", profile)]
         result = subprocess.run([*self.compose, "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file),
-                                 "-p", self.project, *args], env=env, capture_output=True, text=True,
+                                 "-p", self.project, *profiles, *args], env=env, capture_output=True, text=True,
                                 timeout=timeout)
         if check and result.returncode:
             pytest.fail(f"{' '.join(self.compose)} {' '.join(args)} failed ({result.returncode}):\n"
@@ -106,15 +115,25 @@ class Stack:
             args.insert(1, "-a")
         return self.docker(*args).stdout.split()
 
-    def health(self) -> dict[str, str]:
-        """Service → health status (or state, for services without a healthcheck)."""
-        found = {}
+    def health(self) -> dict[str, list[str]]:
+        """Service → the health status (or state, without a healthcheck) of each of its containers."""
+        found: dict[str, list[str]] = {}
         for cid in self.containers():
             info = json.loads(self.docker("inspect", cid).stdout)[0]
             service = info["Config"]["Labels"]["com.docker.compose.service"]
             state = info["State"]
-            found[service] = state.get("Health", {}).get("Status") or f"{state['Status']}:{state['ExitCode']}"
+            status = state.get("Health", {}).get("Status") or f"{state['Status']}:{state['ExitCode']}"
+            found.setdefault(service, []).append(status)
         return found
+
+    def up(self, *args: str, services: dict[str, int]) -> float:
+        """``up -d ARGS``, then wait until ``services`` (name → container count) are all healthy
+        and airflow-init has exited 0; the seconds that took."""
+        started = time.monotonic()
+        self.run("up", "-d", *args, timeout=900)
+        expected = {**{s: ["healthy"] * n for s, n in services.items()}, "airflow-init": ["exited:0"]}
+        self.wait("every service healthy", lambda: self.health() == expected, timeout=300, every=3)
+        return time.monotonic() - started
 
     def logs(self, service: str, tail: int = 60) -> str:
         return self.run("logs", "--no-color", "--tail", str(tail), service, check=False).stdout
@@ -143,24 +162,66 @@ class Stack:
         (cid,) = self.containers(service, all_states=False)
         return self.docker("exec", cid, "python3", "-c", code)
 
+    def trigger(self, conf: dict[str, Any]) -> str:
+        """Unpause digits_kmeans (once parsed) and trigger a run with ``conf``; its run id."""
+        self.wait("the DAG to be parsed", lambda: self.api("GET", f"/dags/{DAG_ID}").status_code == 200, 180)
+        answer = self.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+        assert answer.status_code == 200 and answer.json()["is_paused"] is False, answer.text
+        answer = self.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["dag_run_id"]
 
-@pytest.fixture(scope="module")
-def stack(compose_command: list[str], stack_images: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    def dag_run(self, run_id: str) -> dict[str, Any]:
+        return self.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}").json()
+
+    def task_instances(self, run_id: str) -> list[dict[str, Any]]:
+        return self.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+
+    def finish(self, run_id: str, timeout: float = 600) -> dict[str, Any]:
+        """Wait for the run to succeed or fail; the finished run."""
+        self.wait(f"run {run_id} to finish", lambda: self.dag_run(run_id)["state"] in RUN_DONE, timeout, every=3)
+        return self.dag_run(run_id)
+
+
+@contextlib.contextmanager
+def running_stack(compose: list[str], images: str, home: Path, services: dict[str, int],
+                  up_args: tuple[str, ...] = (), **options: Any) -> Iterator[Stack]:
     """docker-compose.yml up and healthy under a unique project name; `down -v` afterwards."""
-    home = tmp_path_factory.mktemp("stack")
     env_file = home / ".env"
     made = subprocess.run([str(REPO / "scripts/stack-env.sh"), str(env_file)], capture_output=True, text=True,
-                          env={**os.environ, "STACK_IMAGES": stack_images})
+                          env={**os.environ, "STACK_IMAGES": images})
     if made.returncode:
         pytest.fail(f"scripts/stack-env.sh failed:\n{made.stderr}", pytrace=False)
     project = f"cfstack{uuid.uuid4().hex[:10]}"
-    stack = Stack(compose_command, env_file, project, _free_port(), f"{project}-data")
+    stack = Stack(compose, env_file, project, _free_port(), f"{project}-data", **options)
     try:
-        started = time.monotonic()
-        stack.run("up", "-d", timeout=900)
-        stack.wait("every service healthy", lambda: all(stack.health().get(s) == "healthy" for s in LONG_RUNNING)
-                   and stack.health().get("airflow-init") == "exited:0", timeout=300, every=3)
-        print(f"\nstack {project} healthy {time.monotonic() - started:.0f} s after `up -d`")
+        seconds = stack.up(*up_args, services=services)
+        print(f"\nstack {project} healthy {seconds:.0f} s after `up -d`")
         yield stack
     finally:
         stack.run("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+
+
+def assert_nothing_left(stack: Stack) -> None:
+    """`down -v`, then no container, network or volume of the project is left."""
+    stack.run("down", "-v", "--remove-orphans", "--timeout", "20")
+    label = f"label=com.docker.compose.project={stack.project}"
+    assert stack.docker("ps", "-aq", "--filter", label).stdout.split() == []
+    assert stack.docker("network", "ls", "-q", "--filter", label).stdout.split() == []
+    assert stack.docker("volume", "ls", "-q", "--filter", label).stdout.split() == []
+    volumes = stack.docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert [v for v in volumes if v.startswith(stack.project)] == []
+
+
+def step_containers(stack: Stack, airflow_run_id: str) -> list[str]:
+    """The step containers (any state) of one DAG run on the engine."""
+    label = f"io.clusterflow.run_id={spec.safe_run_id(airflow_run_id)}"
+    return stack.docker("ps", "-aq", "--filter", f"label={label}").stdout.split()
+
+
+@pytest.fixture(scope="module")
+def stack(compose_command: list[str], stack_images: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The default (LocalExecutor) stack."""
+    with running_stack(compose_command, stack_images, tmp_path_factory.mktemp("stack"),
+                       services={s: 1 for s in LONG_RUNNING}) as stack:
+        yield stack
