@@ -9,6 +9,7 @@ import json
 import time
 
 import pytest
+import requests
 
 from clusterflow import spec
 from tests.stack.conftest import DAG_ID, LONG_RUNNING, Stack, assert_nothing_left, step_containers
@@ -90,6 +91,15 @@ def test_metrics_are_on_the_data_volume(run: dict, stack: Stack):
     # The api-server's mount is read-only.
     write = stack.exec_python("airflow-apiserver", "open('/data/probe', 'w')")
     assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
+
+
+def test_the_report_plugin_serves_the_run_to_a_logged_in_user(run: dict, stack: Stack):
+    run_id = spec.safe_run_id(run["run"]["dag_run_id"])
+    metrics = stack.session.get(f"{stack.url}/clusterflow/runs/{run_id}/evaluate/metrics.json", timeout=30)
+    assert metrics.status_code == 200 and metrics.json()["best"] == "random", metrics.text[:500]
+    tab = stack.session.get(f"{stack.url}/clusterflow/dags/{DAG_ID}/runs/{run['run']['dag_run_id']}/report", timeout=30)
+    assert tab.status_code == 200 and "<table" in tab.text
+    assert requests.get(f"{stack.url}/clusterflow/runs", timeout=30).status_code == 401
 
 
 def test_no_step_container_outlives_the_run(run: dict, stack: Stack):

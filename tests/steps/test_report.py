@@ -7,6 +7,8 @@ import html
 import io
 import json
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import matplotlib.image
@@ -194,7 +196,8 @@ def test_large_data_are_sampled_for_the_pca_figure_and_the_caption_says_so():
     features = np.random.default_rng(1).normal(size=(60_000, 3)).astype(np.float32)
     figure = figures.decision_regions(features, 3, seed=7, digits=False)
     assert "sample (seed 7) of 50,000 of the 60,000 samples" in figure.caption
-    assert "random sample of 20,000" in figure.caption
+    assert f"random sample (seed 7) of {figures.MAX_PLOT_ROWS:,} of the 50,000 fitted points" in figure.caption
+    assert figures.MAX_PLOT_ROWS <= 5_000  # keeps a 1M-sample run's page small
     assert png_size("data:image/png;base64," + base64.b64encode(figure.png).decode())[0] > 100
     small = figures.decision_regions(features[:500], 3, seed=7, digits=False)
     assert "sample" not in small.caption
@@ -216,6 +219,41 @@ def test_pca_figure_is_drawn_as_the_demo_draws_it(monkeypatch):
     assert len(crosses.get_offsets()) == 3 and crosses.get_zorder() == 10
     assert list(crosses.get_linewidths()) == [3] and list(crosses.get_sizes()) == [169]
     assert ax.lines[0].get_xydata().shape == (150, 2)  # every point, as black dots
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["samples", "centroids"]
+
+
+def test_large_data_draw_the_same_sample_every_time(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
+    features = np.random.default_rng(2).normal(size=(20_000, 4))
+    figures.decision_regions(features, 3, seed=5, digits=False)
+    figures.decision_regions(features, 3, seed=5, digits=False)
+    first, second = (fig.axes[0].lines[0].get_xydata() for fig in drawn)
+    assert first.shape == (figures.MAX_PLOT_ROWS, 2) and np.array_equal(first, second)
+
+
+def test_every_figure_has_a_title_axis_labels_and_a_legend(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
+    features, labels = blobs(n_samples=120, n_features=64, centers=3)
+    figures.decision_regions(features, 3, seed=0, digits=False)
+    figures.center_images(features[:3], "random", np.array([40, 40, 40]))
+    figures.contingency_heatmap(labels, labels, "random")
+    decision, centers, heatmap = drawn
+    assert decision.axes[0].get_title() and decision.axes[0].get_legend() is not None
+    assert centers.get_suptitle() and centers.axes[-1].get_ylabel() == "feature value"  # its colorbar
+    assert all(ax.get_title() for ax in centers.axes[:3])
+    ax, colorbar = heatmap.axes
+    assert ax.get_title() and (ax.get_xlabel(), ax.get_ylabel()) == ("true label", "cluster")
+    assert colorbar.get_ylabel() == "samples"
+
+
+def test_help_imports_neither_matplotlib_nor_scikit_learn():
+    code = ("import sys; from click.testing import CliRunner; from clusterflow_steps.report.cli import main; "
+            "assert CliRunner().invoke(main, ['--help']).exit_code == 0; "
+            "print(sorted(m for m in ('matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # --- a safe, self-contained page ----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The report's figures: matplotlib (Agg, no pyplot state) rendered to PNG bytes.
 
 Each builder returns a :class:`Figure` carrying the PNG, its alt text and a caption; the page
-embeds it as a ``data:`` URI.
+embeds it as a ``data:`` URI. matplotlib and scikit-learn are imported by the builders that use
+them, so ``report --help`` and a cache hit never pay for them.
 """
 
 from __future__ import annotations
@@ -9,21 +10,17 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure as MplFigure  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.metrics.cluster import contingency_matrix  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
 
 DPI = 80
 GRID_POINTS = 400  # decision-region mesh: GRID_POINTS x GRID_POINTS, whatever the data's size
 MAX_FIT_ROWS = 50_000  # PCA and KMeans of the decision-region figure fit at most this many rows
-MAX_PLOT_ROWS = 20_000  # ... and draw at most this many points
+MAX_PLOT_ROWS = 3_000  # ... and draw at most this many points (page weight: see the README)
 MAX_ANNOTATED_CELLS = 30  # contingency counts are written in cells while both sides are this small
 MAX_CENTER_IMAGES = 100
 
@@ -33,6 +30,12 @@ class Figure:
     png: bytes
     alt: str
     caption: str
+
+
+def _new_figure(figsize: tuple[float, float]) -> MplFigure:
+    from matplotlib.figure import Figure as MplFigure  # Agg: savefig of a bare Figure needs no backend
+
+    return MplFigure(figsize=figsize)
 
 
 def _png(fig: MplFigure) -> bytes:
@@ -53,6 +56,9 @@ def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray | None:
 
 def decision_regions(features: np.ndarray, n_clusters: int, seed: int, *, digits: bool) -> Figure:
     """The demo's final figure: K-means on PCA-reduced data, regions coloured, centroids as crosses."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
     n = features.shape[0]
     rng = np.random.default_rng(seed)
     fit_rows = _sample(n, MAX_FIT_ROWS, rng)
@@ -74,13 +80,15 @@ def decision_regions(features: np.ndarray, n_clusters: int, seed: int, *, digits
     plot_rows = _sample(len(reduced), MAX_PLOT_ROWS, rng)
     points = reduced if plot_rows is None else reduced[plot_rows]
 
-    fig = MplFigure(figsize=(8, 6.5))
+    fig = _new_figure((8, 6.5))
     ax = fig.add_subplot()
     ax.imshow(regions, interpolation="nearest", extent=(low[0], high[0], low[1], high[1]),
               cmap="Paired", aspect="auto", origin="lower")
-    ax.plot(points[:, 0], points[:, 1], "k.", markersize=2)
+    ax.plot(points[:, 0], points[:, 1], "k.", markersize=2, label="samples")
     centroids = kmeans.cluster_centers_
-    ax.scatter(centroids[:, 0], centroids[:, 1], marker="x", s=169, linewidths=3, color="w", zorder=10)
+    ax.scatter(centroids[:, 0], centroids[:, 1], marker="x", s=169, linewidths=3, color="w", zorder=10,
+               label="centroids")
+    ax.legend(loc="upper right", facecolor="0.55", framealpha=0.9, labelcolor="w", markerscale=1.5)
     what = "the digits dataset" if digits else "the dataset"
     ax.set_title(f"K-means clustering on {what} (PCA-reduced data)\nCentroids are marked with white cross")
     ax.set_xlabel("first principal component")
@@ -98,7 +106,8 @@ def decision_regions(features: np.ndarray, n_clusters: int, seed: int, *, digits
         caption += (f" PCA and KMeans were fitted on a random sample (seed {seed}) of {len(fit_rows):,} of "
                     f"the {n:,} samples.")
     if plot_rows is not None:
-        caption += f" The dots show a random sample of {len(plot_rows):,} of the fitted points."
+        caption += (f" The dots show a random sample (seed {seed}) of {len(plot_rows):,} of the "
+                    f"{len(reduced):,} fitted points.")
     alt = f"Decision regions of {kmeans.n_clusters} K-means clusters on PCA-reduced data, with centroids."
     return Figure(_png(fig), alt, caption)
 
@@ -109,16 +118,19 @@ def center_images(centers: np.ndarray, variant: str, cluster_sizes: np.ndarray) 
     k = len(shown)
     cols = min(k, 10)
     rows = -(-k // cols)
-    fig = MplFigure(figsize=(1.2 * cols, 1.45 * rows + 0.5))
+    fig = _new_figure((1.2 * cols + 0.8, 1.45 * rows + 0.5))
     vmin, vmax = float(np.min(shown)), float(np.max(shown))
+    axes = []
     for i, center in enumerate(shown):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(np.asarray(center, dtype=np.float64).reshape(8, 8), cmap="gray_r", vmin=vmin,
-                  vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
+        axes.append(ax)
+        image = ax.imshow(np.asarray(center, dtype=np.float64).reshape(8, 8), cmap="gray_r", vmin=vmin,
+                          vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
         ax.set_title(f"cluster {i}", fontsize=9)
         ax.set_xlabel(f"n={int(cluster_sizes[i]):,}", fontsize=8)
         ax.set_xticks(())
         ax.set_yticks(())
+    fig.colorbar(image, ax=axes, shrink=0.9, pad=0.02).set_label("feature value", fontsize=8)
     fig.suptitle(f"Cluster centers of variant {_text(variant)} as 8×8 images (dark = high)", fontsize=11)
     caption = (f"The {len(centers)} cluster centers of the best variant in the original feature space, each "
                "of its 64 features drawn as one pixel of an 8×8 image on a common gray scale; n is the "
@@ -130,10 +142,12 @@ def center_images(centers: np.ndarray, variant: str, cluster_sizes: np.ndarray) 
 
 def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, variant: str) -> Figure:
     """Counts of samples per (cluster, true label), cluster rows, annotated while the grid is small."""
+    from sklearn.metrics.cluster import contingency_matrix
+
     clusters, truths = np.unique(cluster_labels), np.unique(true_labels)
     table = contingency_matrix(cluster_labels, true_labels)  # rows: clusters, columns: true labels
     n_rows, n_cols = table.shape
-    fig = MplFigure(figsize=(min(2.5 + 0.55 * n_cols, 11), min(1.8 + 0.42 * n_rows, 11)))
+    fig = _new_figure((min(2.5 + 0.55 * n_cols, 11), min(1.8 + 0.42 * n_rows, 11)))
     ax = fig.add_subplot()
     image = ax.imshow(table, cmap="Blues", aspect="auto", interpolation="nearest")
     colorbar = fig.colorbar(image, ax=ax)

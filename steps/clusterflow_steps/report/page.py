@@ -13,28 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from clusterflow_steps.report.figures import Figure
+from clusterflow_steps.report.formats import COLUMN_TITLES, COLUMNS, NULL, format_metric
 from clusterflow_steps.report.inputs import RunInputs
-
-NULL = "\u2013"  # en dash, for a metric without a value (no labels)
-
-# The demo's printed benchmark table: (header, metric key, format) per column after "init".
-COLUMNS = (
-    ("time", "fit_seconds", "{:.3f}s"),
-    ("inertia", "inertia", "{:.0f}"),
-    ("homo", "homogeneity", "{:.3f}"),
-    ("compl", "completeness", "{:.3f}"),
-    ("v-meas", "v_measure", "{:.3f}"),
-    ("ARI", "adjusted_rand", "{:.3f}"),
-    ("AMI", "adjusted_mutual_info", "{:.3f}"),
-    ("silhouette", "silhouette", "{:.3f}"),
-)
-COLUMN_TITLES = {
-    "fit_seconds": "fit time of the StandardScaler + KMeans pipeline",
-    "inertia": "sum of squared distances to the closest center (scaled features)",
-    "homogeneity": "homogeneity score", "completeness": "completeness score", "v_measure": "V-measure",
-    "adjusted_rand": "adjusted Rand index", "adjusted_mutual_info": "adjusted mutual information",
-    "silhouette": "silhouette coefficient (sampled)",
-}
 
 CSS = """
 *{box-sizing:border-box}
@@ -68,13 +48,6 @@ table.files{table-layout:fixed}table.files td:nth-child(2){width:6rem;text-align
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def format_metric(value: Any, spec: str) -> str:
-    """One table cell as the demo prints it; ``–`` for a missing value."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return NULL
-    return spec.format(value)
 
 
 def _data_uri(png: bytes) -> str:
