@@ -15,7 +15,7 @@ help:
 	@echo "make test   - run the whole test suite (builds images; needs a Docker engine, see README)"
 	@echo "make images - (re)build the base and step images"
 	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
-	@echo "make bench  - the benchmark harness (about 40 min; BENCH_ARGS=--quick for a smoke run)"
+	@echo "make bench  - the benchmark harness (about 25 min; BENCH_ARGS=--quick for a smoke run)"
 	@echo "make airflow            - install Airflow 3.3.2 + the docker provider into $(AIRFLOW_VENV)"
 	@echo "make airflow-standalone - run the embedded Airflow (UI/API on :8080) with the DAG loaded"
 	@echo "make airflow-test       - airflow dags test digits_kmeans against the Docker engine"

@@ -79,3 +79,13 @@ def test_an_unwritable_data_root_says_how_to_fix_it(docker_cli, tmp_path: Path):
     line, = result.stderr.strip().splitlines()
     assert "cannot write" in line and "--user" in line
     assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("step", ["cluster", "report"])
+def test_installed_packages_carry_no_sources_headers_or_test_suites(docker_cli, step):
+    """images/base/slim-packages.sh ran over every installed package (base venv and report extras)."""
+    site = "/opt/venv/lib/python3.11/site-packages"
+    probe = (f"find {site} \\( -name '*.c' -o -name '*.h' -o -name '*.pyx' -o -name '*.pyi' \\) -print -quit; "
+             f"find {site} -type d -name tests -print -quit")
+    result = docker(docker_cli, "run", "--rm", "--entrypoint", "sh", image(step), "-c", probe)
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr

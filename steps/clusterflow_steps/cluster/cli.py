@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import click
-import joblib
 
+from clusterflow_steps import threads
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
 from clusterflow_steps.cluster import model
 from clusterflow_steps.contract import RunLayout, StepRun, UserError, read_array, save_array, validate_name
 from clusterflow_steps.naming import VARIANT
+from clusterflow_steps.progress import Progress
 
 MODEL = "model.joblib"
 
@@ -30,7 +31,8 @@ MODEL = "model.joblib"
 @click.option("--variant", default=None, show_envvar=True, show_default="the --init name",
               help="Output name under cluster/.")
 @click.option("--minibatch/--no-minibatch", default=False, show_envvar=True,
-              help="Fit MiniBatchKMeans on memory-mapped features (for large data).")
+              help="Fit MiniBatchKMeans (for large data), on the features standardised in place: "
+                   "one copy of them in memory.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_envvar=True,
               help="--minibatch: samples per mini-batch.")
 @run_options
@@ -53,15 +55,24 @@ def main(layout: RunLayout, use_cache: bool, n_clusters: int | None, init: str, 
     model.check_n_clusters(n_clusters, *features.shape, init)
 
     def work(run: StepRun) -> None:
-        kmeans = model.make_kmeans(features, n_clusters, init, n_init, seed, minibatch=minibatch,
+        import joblib
+
+        progress, data = Progress("cluster", features.size), features
+        if minibatch:  # standardised in place: read into memory this step owns, the only copy
+            with progress.phase(f"read {features.shape[0]} x {features.shape[1]} {features.dtype} features"):
+                data = read_array(inputs["features"], "prepare")
+        n_threads = threads.for_work(data.size)
+        kmeans = model.make_kmeans(data, n_clusters, init, n_init, seed, minibatch=minibatch,
                                    batch_size=batch_size)
-        fitted = model.fit(features, kmeans)
-        joblib.dump(fitted.pipeline, run.out / MODEL)
-        save_array(run, "labels.npy", fitted.labels)
-        save_array(run, "centers.npy", fitted.centers)
+        with threads.limited(n_threads), progress.phase(f"fitted {type(kmeans).__name__} ({n_threads} threads)"):
+            fitted = model.fit(data, kmeans, overwrite=minibatch, bar=progress.bar)
+        with progress.phase("wrote the model, labels and centers"):
+            joblib.dump(fitted.pipeline, run.out / MODEL)
+            save_array(run, "labels.npy", fitted.labels)
+            save_array(run, "centers.npy", fitted.centers)
         run.results.update(inertia=fitted.inertia, fit_seconds=fitted.fit_seconds, n_iter=fitted.n_iter,
                            n_clusters=n_clusters, init=init, n_init=fitted.n_init,
-                           estimator=type(kmeans).__name__)
+                           estimator=type(kmeans).__name__, threads=n_threads)
 
     results = run_step(layout, "cluster", params, inputs, work, variant=variant, use_cache=use_cache).results
     click.echo(f"cluster: wrote {layout.step_dir('cluster', variant)} ({results['estimator']}, init {init}, "

@@ -2,21 +2,30 @@
 
 The demo's three benchmarks are the three inits: ``k-means++`` and ``random`` (seeded, ``n_init``
 runs) and ``pca``, which starts from the components of a PCA fitted on the *unscaled* data and runs
-once.
+once. MiniBatchKMeans (for large data) gets the same pipeline, standardised in place, chunk by
+chunk, so the only copy of the features in memory is the scaled one.
+
+scikit-learn is imported by the functions that fit, not by this module: a step that is a cache
+hit, or answers ``--help``, never loads it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.decomposition import PCA
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from clusterflow_steps.contract import UserError
+
+if TYPE_CHECKING:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+CHUNK_BYTES = 16 << 20  # rows per pass of the chunked standardisation: about this many bytes
 
 INITS = ("k-means++", "random", "pca")
 
@@ -60,6 +69,9 @@ def check_n_clusters(n_clusters: int, n_samples: int, n_features: int, init: str
 def make_kmeans(features: np.ndarray, n_clusters: int, init: str, n_init: int, seed: int, *,
                 minibatch: bool = False, batch_size: int = 4096) -> KMeans | MiniBatchKMeans:
     """The demo's estimator for ``init``; ``features`` (unscaled) only matter for the ``pca`` init."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.decomposition import PCA
+
     if init == "pca":
         start, n_init = PCA(n_components=n_clusters, random_state=seed).fit(features).components_, 1
     else:
@@ -68,10 +80,48 @@ def make_kmeans(features: np.ndarray, n_clusters: int, init: str, n_init: int, s
     return MiniBatchKMeans(batch_size=batch_size, **settings) if minibatch else KMeans(**settings)
 
 
-def fit(features: np.ndarray, kmeans: KMeans | MiniBatchKMeans) -> Clustering:
-    """Fit ``make_pipeline(StandardScaler(), kmeans)`` on ``features``, timed as the demo times it."""
+def row_chunks(features: np.ndarray) -> list[slice]:
+    """Row slices of about ``CHUNK_BYTES`` each, covering ``features``."""
+    step = max(1, CHUNK_BYTES // max(1, features.shape[1] * features.itemsize))
+    return [slice(i, i + step) for i in range(0, len(features), step)]
+
+
+Bar = Callable[[Iterable[slice], int, str], Iterator[slice]]
+
+
+def _plain(items: Iterable[slice], length: int, label: str) -> Iterator[slice]:
+    return iter(items)
+
+
+def standardized(features: np.ndarray, bar: Bar = _plain) -> tuple[StandardScaler, np.ndarray]:
+    """A ``StandardScaler`` fitted on ``features`` and ``features`` scaled by it, IN PLACE (both by chunks)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler, chunks = StandardScaler(), row_chunks(features)
+    for rows in bar(chunks, len(chunks), "scaler statistics"):
+        scaler.partial_fit(features[rows])
+    for rows in bar(chunks, len(chunks), "standardising"):
+        scaler.transform(features[rows], copy=False)
+    return scaler, features
+
+
+def fit(features: np.ndarray, kmeans: KMeans | MiniBatchKMeans, *, overwrite: bool = False,
+        bar: Bar = _plain) -> Clustering:
+    """Fit ``make_pipeline(StandardScaler(), kmeans)`` on ``features``, timed as the demo times it.
+
+    A ``MiniBatchKMeans`` is fitted on the features standardised by chunks, in ``features`` itself
+    when ``overwrite`` (no second copy in memory), else in a copy; the pipeline is the same.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     started = time.perf_counter()
-    pipeline = make_pipeline(StandardScaler(), kmeans).fit(features)
+    if isinstance(kmeans, MiniBatchKMeans):
+        scaler, scaled = standardized(features if overwrite else np.array(features), bar)
+        pipeline = make_pipeline(scaler, kmeans.fit(scaled))  # both fitted: as pipeline.fit leaves them
+    else:
+        pipeline = make_pipeline(StandardScaler(), kmeans).fit(features)
     fit_seconds = time.perf_counter() - started
     scaler, fitted = pipeline[0], pipeline[-1]
     return Clustering(pipeline=pipeline, labels=fitted.labels_,

@@ -10,11 +10,13 @@ from typing import Any
 import click
 import numpy as np
 
+from clusterflow_steps import threads
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
 from clusterflow_steps.contract import (MANIFEST, QualityGateFailed, RunLayout, StepRun, UserError, read_array,
                                         read_json, require_input, save_json)
 from clusterflow_steps.evaluate import gate, metrics
+from clusterflow_steps.progress import Progress
 
 METRICS = "metrics.json"
 
@@ -81,8 +83,13 @@ def main(layout: RunLayout, use_cache: bool, seed: int, rank_by: str | None, **l
         inputs.update(variant_inputs(layout, variant))
 
     def work(run: StepRun) -> None:
+        progress = Progress("evaluate", features.size)
         true_labels = read_array(inputs["labels"], "prepare") if has_labels else None
-        rows = {v: variant_row(layout, v, features, true_labels, seed) for v in variants}
+        # the heavy part, the silhouette, only ever sees its draw of samples: one thread is plenty
+        with threads.limited(1), progress.phase(f"scored {len(variants)} variants (silhouette on a "
+                                                f"draw of {metrics.SILHOUETTE_SAMPLE} samples)"):
+            rows = {v: variant_row(layout, v, features, true_labels, seed)
+                    for v in progress.bar(variants, len(variants), "scoring variants")}
         best = metrics.best_variant(rows, ranked_by)
         verdict = gate.check(rows[best], thresholds)
         save_json(run, METRICS, {"variants": rows, "best": best, "ranked_by": ranked_by,

@@ -1,21 +1,18 @@
-"""The digits demo's table row of one variant, and the ranking of variants by one metric."""
+"""The digits demo's table row of one variant, and the ranking of variants by one metric.
+
+scikit-learn is imported when scoring, not with this module (a cache hit never loads it).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from sklearn import metrics
 
 from clusterflow_steps.contract import UserError
 
-LABEL_METRICS = {
-    "homogeneity": metrics.homogeneity_score,
-    "completeness": metrics.completeness_score,
-    "v_measure": metrics.v_measure_score,
-    "adjusted_rand": metrics.adjusted_rand_score,
-    "adjusted_mutual_info": metrics.adjusted_mutual_info_score,
-}
+# each is sklearn.metrics.<name>_score(true labels, labels)
+LABEL_METRICS = ("homogeneity", "completeness", "v_measure", "adjusted_rand", "adjusted_mutual_info")
 RANKABLE = ("inertia", *LABEL_METRICS, "silhouette")
 ASCENDING = frozenset({"inertia"})  # lower is better; every other rankable metric: higher is better
 SILHOUETTE_SAMPLE = 300
@@ -35,12 +32,15 @@ def default_rank_by(has_labels: bool) -> str:
 def silhouette(features: np.ndarray, labels: np.ndarray, seed: int) -> float | None:
     """The demo's silhouette (euclidean, unscaled features, a seeded draw of up to 300 samples).
 
-    ``None`` when it is undefined: the draw holds a single cluster, or one cluster per sample.
+    The draw is ``silhouette_score``'s own (same permutation, same value), taken here so that
+    only the drawn rows of memory-mapped ``features`` are read. ``None`` when it is undefined:
+    the draw holds a single cluster, or one cluster per sample.
     """
+    from sklearn.metrics import silhouette_score
+
+    drawn = np.random.RandomState(seed).permutation(len(labels))[:SILHOUETTE_SAMPLE]
     try:
-        return float(metrics.silhouette_score(features, labels, metric="euclidean",
-                                              sample_size=min(SILHOUETTE_SAMPLE, len(labels)),
-                                              random_state=seed))
+        return float(silhouette_score(features[drawn], labels[drawn], metric="euclidean"))
     except ValueError:
         return None
 
@@ -48,9 +48,11 @@ def silhouette(features: np.ndarray, labels: np.ndarray, seed: int) -> float | N
 def scores(features: np.ndarray, true_labels: np.ndarray | None, labels: np.ndarray, *, inertia: float,
            fit_seconds: float, seed: int) -> dict[str, Any]:
     """One variant's row: the label-based scores are ``None`` without ``true_labels``."""
+    from sklearn import metrics
+
     row: dict[str, Any] = {"inertia": float(inertia)}
-    row.update({name: None if true_labels is None else float(score(true_labels, labels))
-                for name, score in LABEL_METRICS.items()})
+    row.update({name: None if true_labels is None else float(getattr(metrics, f"{name}_score")(true_labels, labels))
+                for name in LABEL_METRICS})
     row["silhouette"] = silhouette(features, labels, seed)
     row["fit_seconds"] = float(fit_seconds)
     return row

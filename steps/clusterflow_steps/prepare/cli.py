@@ -10,6 +10,7 @@ from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
 from clusterflow_steps.contract import RunLayout, StepRun, save_array
 from clusterflow_steps.prepare import datasets
+from clusterflow_steps.progress import Progress
 
 FEATURES = "features.npy"
 LABELS = "labels.npy"
@@ -41,11 +42,15 @@ def main(layout: RunLayout, use_cache: bool, dataset: str, label_column: str | N
         inputs["dataset"] = Path(dataset).resolve()
 
     def work(run: StepRun) -> None:
-        data = datasets.load(dataset, label_column=label_column, n_samples=n_samples, n_features=n_features,
-                             n_centers=n_centers, seed=seed)
-        save_array(run, FEATURES, data.features)
-        if data.labels is not None:
-            save_array(run, LABELS, data.labels)
+        progress = Progress("prepare")
+        with progress.phase(f"loaded and checked dataset {dataset}"):
+            data = datasets.load(dataset, label_column=label_column, n_samples=n_samples, n_features=n_features,
+                                 n_centers=n_centers, seed=seed)
+            progress.elements = data.features.size
+        with progress.phase(f"wrote {FEATURES}" + (f" and {LABELS}" if data.labels is not None else "")):
+            save_array(run, FEATURES, data.features)
+            if data.labels is not None:
+                save_array(run, LABELS, data.labels)
         run.results.update(n_samples=data.features.shape[0], n_features=data.features.shape[1],
                            n_labels=data.n_labels, dtype=str(data.features.dtype))
 

@@ -2,6 +2,7 @@
 
 Every loader returns a :class:`Dataset`; :func:`load` picks the loader and :func:`validated`
 checks the result, raising :class:`UserError` with one line saying what is wrong and how to fix it.
+scikit-learn is imported only by the loaders that need it (not on a cache hit or ``--help``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits, make_blobs
 
 from clusterflow_steps.contract import UserError
 
@@ -39,12 +39,16 @@ class Dataset:
 
 def digits() -> Dataset:
     """scikit-learn's handwritten digits exactly as ``load_digits`` returns them (1797 x 64, float64)."""
+    from sklearn.datasets import load_digits
+
     features, labels = load_digits(return_X_y=True)
     return Dataset(features, labels)
 
 
 def synthetic(n_samples: int, n_features: int, n_centers: int, seed: int) -> Dataset:
     """Gaussian blobs from ``make_blobs``, stored as float32 so that large runs stay small."""
+    from sklearn.datasets import make_blobs
+
     features, labels = make_blobs(n_samples=n_samples, n_features=n_features, centers=n_centers,
                                   random_state=seed)
     return Dataset(features.astype(np.float32), labels.astype(np.int64))
