@@ -469,7 +469,7 @@ def build_dag() -> DAG:
         ).expand(variant=planned)
         evaluate = operator(task_id="evaluate", step="evaluate", **policy["evaluate"])
         report = operator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,
-                              **policy["report"])
+                          **policy["report"])
 
         @task(task_id="outcome", trigger_rule=TriggerRule.ONE_FAILED, **policy["outcome"])
         def outcome() -> None:

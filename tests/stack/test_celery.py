@@ -37,7 +37,7 @@ def test_every_task_of_a_run_runs_on_a_celery_worker(stack: Stack):
     assert step_containers(stack, run_id) == []
     # The API server fetches a task's log from the worker that ran it (its log server, port 8793).
     log = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/prepare/logs/1",
-                    headers={"Accept": "text/plain"})
+                    headers={"Accept": "application/json"})
     assert log.status_code == 200 and "==> prepare: clusterflow/prepare" in log.text, log.text[-2000:]
 
 
