@@ -80,8 +80,8 @@ def test_the_run_command_offers_every_pipeline_param(monkeypatch):
     seen = {}
 
     class FakeRunner:
-        def __init__(self, client, data_dir, limits=None):
-            seen["data_dir"], seen["limits"] = data_dir, limits
+        def __init__(self, client, data_dir, limits=None, jobs=None):
+            seen["data_dir"], seen["limits"], seen["jobs"] = data_dir, limits, jobs
 
         def run(self, run_id, params, tag):
             seen.update(run_id=run_id, params=params, tag=tag)
@@ -99,9 +99,9 @@ def test_the_run_command_offers_every_pipeline_param(monkeypatch):
         assert ("--init" if f.name == "inits" else "--" + f.name.replace("_", "-")) in help_text
     result = runner.invoke(cli.main, ["run", "--run-id", "r1"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert seen["params"] == spec.PipelineParams() and seen["run_id"] == "r1"
-    result = runner.invoke(cli.main, ["run", "--run-id", "r2", "--init", "random", "--n-clusters", "8"])
-    assert seen["params"] == spec.PipelineParams(inits=("random",), n_clusters=8)
+    assert seen["params"] == spec.PipelineParams() and seen["run_id"] == "r1" and seen["jobs"] is None
+    result = runner.invoke(cli.main, ["run", "--run-id", "r2", "--init", "random", "--n-clusters", "8", "--jobs", "1"])
+    assert seen["params"] == spec.PipelineParams(inits=("random",), n_clusters=8) and seen["jobs"] == 1
 
 
 @pytest.mark.parametrize("args, message", [

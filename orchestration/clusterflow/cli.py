@@ -49,9 +49,11 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
               show_default=True, help="Host directory mounted at /data in every step.")
 @click.option("--image-tag", default=VERSION, show_default=True, help="Tag of the clusterflow/<step> images.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, show_default="all of them",
+              help="How many cluster variants run at once.")
 @_param_options
-def run(run_id: str, data_dir: Path, image_tag: str, **params: Any) -> None:
-    """Run prepare, cluster (one per init), evaluate and report as containers, in order."""
+def run(run_id: str, data_dir: Path, image_tag: str, jobs: int | None, **params: Any) -> None:
+    """Run prepare, cluster (one per init, concurrently), evaluate and report as containers."""
     try:
         pipeline_params = spec.PipelineParams(**{k: tuple(v) if isinstance(v, tuple) else v
                                                  for k, v in params.items()})
@@ -72,7 +74,7 @@ def run(run_id: str, data_dir: Path, image_tag: str, **params: Any) -> None:
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
         raise click.ClickException(f"no Docker engine answers {where} ({reason}): start one "
                                    "(scripts/ensure-docker.sh) or point DOCKER_HOST at one") from None
-    runner = LocalRunner(client, data_dir, limits=limits)
+    runner = LocalRunner(client, data_dir, limits=limits, jobs=jobs)
     try:
         report = runner.run(run_id, pipeline_params, image_tag)
     except PipelineImageMissing as exc:

@@ -1,9 +1,14 @@
-"""The local runner: the pipeline spec rendered as ``docker run`` calls, one step after another."""
+"""The local runner: the pipeline spec rendered as ``docker run`` calls, stage after stage.
+
+The tasks of one stage (the cluster variants) run concurrently, as the DAG's do.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +39,14 @@ class LocalRunner:
     log: Callable[[str], None] = print
     # memory and CPU limits of every step container: read once, when the runner is made
     limits: spec.StepLimits = field(default_factory=spec.step_limits)
+    # how many tasks of one stage run at once (None: all of them)
+    jobs: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _running: set = field(default_factory=set, init=False, repr=False)  # containers started, not removed
+
+    def _log(self, line: str) -> None:
+        with self._lock:  # concurrent tasks: whole lines, never interleaved halves
+            self.log(line)
 
     def container_user(self) -> str:
         """The host user (so files in the data dir are theirs); the image's user when that is root."""
@@ -55,13 +68,17 @@ class LocalRunner:
             mounts=[DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in mounts],
             **spec.CONTAINER_POLICY, **self.limits.docker_kwargs(),
         )
+        with self._lock:
+            self._running.add(container)
         try:
             container.start()
             for chunk in container.logs(stream=True, follow=True):
                 for line in chunk.decode(errors="replace").splitlines():
-                    self.log(f"[{task.name}] {line}")
+                    self._log(f"[{task.name}] {line}")
             return int(container.wait()["StatusCode"])
         finally:
+            with self._lock:
+                self._running.discard(container)
             container.remove(force=True)
 
     def run(self, run_id: str, params: spec.PipelineParams, tag: str,
@@ -73,11 +90,9 @@ class LocalRunner:
         mounts = spec.mounts(str(self.data_dir), params.dataset)
         gate_failure: PipelineFailed | None = None
         for stage in spec.stages(run_id, params, tag, repository):
-            for task in stage:
-                if gate_failure and not task.runs_after_gate_failure:
-                    continue
-                self.log(f"==> {task.name}: {task.image} {' '.join(task.command)}")
-                code = self.run_task(task, run_id, mounts)
+            tasks = [t for t in stage if not gate_failure or t.runs_after_gate_failure]
+            # every task of the stage finishes before a failure is raised: none is left running
+            for task, code in zip(tasks, self._run_stage(tasks, run_id, mounts)):
                 if code == spec.QUALITY_GATE_EXIT and task.step == "evaluate":
                     gate_failure = PipelineFailed(task, code, after=["report"])
                 elif code:
@@ -85,6 +100,35 @@ class LocalRunner:
         if gate_failure:
             raise gate_failure
         return self.data_dir / "runs" / run_id / "report" / "report.html"
+
+    def _run_stage(self, tasks: list[spec.Task], run_id: str, mounts: list[spec.Mount]) -> list[int]:
+        """Each task's exit code, in order; up to :attr:`jobs` of them run at once.
+
+        If waiting is interrupted (Ctrl-C) or a launch fails, the stage's other containers are
+        removed at once rather than left to finish unattended.
+        """
+        def launch(task: spec.Task) -> int:
+            self._log(f"==> {task.name}: {task.image} {' '.join(task.command)}")
+            return self.run_task(task, run_id, mounts)
+
+        if len(tasks) <= 1:
+            return [launch(task) for task in tasks]
+        pool = ThreadPoolExecutor(max_workers=min(self.jobs or len(tasks), len(tasks)))
+        futures = [pool.submit(launch, task) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                future.result()  # a launch error surfaces as soon as it happens
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            with self._lock:
+                running = list(self._running)
+            for container in running:
+                container.remove(force=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
 
 class PipelineImageMissing(Exception):

@@ -1,0 +1,102 @@
+"""The local runner's scheduling, against a fake engine: stages in order, a stage's tasks at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from clusterflow import spec
+from clusterflow.runner import LocalRunner, PipelineFailed
+
+
+class FakeEngine:
+    """Just enough of ``docker.DockerClient``: each container runs ``seconds`` (``slow`` ones 30 s), exits."""
+
+    def __init__(self, seconds: float = 0.2, exit_codes: dict[str, int] | None = None,
+                 fail_start: str | None = None, slow: tuple[str, ...] = ()):
+        self.seconds, self.exit_codes, self.fail_start = seconds, exit_codes or {}, fail_start
+        self.slow = slow  # these tasks run 30 s
+        self.lock = threading.Lock()
+        self.running = self.most_at_once = 0
+        self.started: list[str] = []
+        self.removed: list[str] = []
+        self.images = self
+        self.containers = self
+
+    def get(self, image: str):  # images.get
+        return type("Image", (), {"attrs": {}, "id": "sha256:" + "0" * 64})()
+
+    def create(self, image: str, command: list[str], **kwargs):  # containers.create
+        return FakeContainer(self, kwargs["labels"][f"{spec.LABEL_PREFIX}.task_id"])
+
+
+class FakeContainer:
+    def __init__(self, engine: FakeEngine, task: str):
+        self.engine, self.task, self.gone = engine, task, threading.Event()
+
+    def start(self) -> None:
+        if self.task == self.engine.fail_start:
+            raise RuntimeError(f"engine refused to start {self.task}")
+        with self.engine.lock:
+            self.engine.started.append(self.task)
+            self.engine.running += 1
+            self.engine.most_at_once = max(self.engine.most_at_once, self.engine.running)
+
+    def logs(self, **kwargs):
+        self.gone.wait(30 if self.task in self.engine.slow else self.engine.seconds)  # "runs" until its time is up or it is removed
+        with self.engine.lock:
+            self.engine.running -= 1
+        yield f"{self.task} done\n".encode()
+
+    def wait(self) -> dict[str, int]:
+        return {"StatusCode": self.engine.exit_codes.get(self.task, 0)}
+
+    def remove(self, force: bool = False) -> None:
+        self.gone.set()
+        with self.engine.lock:
+            self.engine.removed.append(self.task)
+
+
+VARIANTS = ["cluster[k-means++]", "cluster[random]", "cluster[pca]"]
+
+
+def run(engine: FakeEngine, tmp_path: Path, jobs: int | None = None) -> list[str]:
+    lines: list[str] = []
+    LocalRunner(engine, tmp_path, log=lines.append, jobs=jobs).run("r1", spec.PipelineParams(), "test")
+    return lines
+
+
+def test_the_cluster_variants_run_at_once_and_the_stages_in_order(tmp_path):
+    engine = FakeEngine()
+    lines = run(engine, tmp_path)
+    assert engine.most_at_once == 3
+    assert engine.started[0] == "prepare" and sorted(engine.started[1:4]) == sorted(VARIANTS)
+    assert engine.started[4:] == ["evaluate", "report"]
+    assert sorted(engine.removed) == sorted(engine.started)
+    assert all(line.startswith(("==> ", "[")) for line in lines)  # whole lines, never interleaved
+
+
+def test_jobs_caps_how_many_run_at_once(tmp_path):
+    engine = FakeEngine(seconds=0.05)
+    run(engine, tmp_path, jobs=1)
+    assert engine.most_at_once == 1 and len(engine.started) == 6
+
+
+def test_a_failed_variant_lets_the_others_finish_then_stops_the_run(tmp_path):
+    engine = FakeEngine(exit_codes={"cluster[random]": 1})
+    with pytest.raises(PipelineFailed, match=r"step cluster\[random\] failed with exit code 1"):
+        run(engine, tmp_path)
+    assert sorted(engine.started) == sorted(["prepare", *VARIANTS])  # no evaluate, no report
+    assert sorted(engine.removed) == sorted(engine.started)
+
+
+def test_a_launch_error_removes_the_running_variants_at_once(tmp_path):
+    engine = FakeEngine(fail_start="cluster[pca]", slow=("cluster[k-means++]", "cluster[random]"))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="engine refused to start cluster"):
+        run(engine, tmp_path)
+    assert time.monotonic() - started < 10  # not the 30 s the other variants would have run
+    assert set(engine.removed) == {"prepare", *VARIANTS}
