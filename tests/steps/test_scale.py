@@ -37,6 +37,13 @@ def test_a_cache_hit_never_imports_scikit_learn(tmp_path):
         assert run_in_fresh_python(step, argv, env) == [], step  # the second is a hit: numpy and click only
 
 
+def test_preparing_the_digits_imports_no_scikit_learn(tmp_path):
+    """The digits come from scikit-learn's data file, read without its ~1 s import."""
+    argv = ["--run-id", "r", "--data-root", str(tmp_path), "--no-cache"]
+    assert run_in_fresh_python("prepare", argv, {"PATH": "/usr/bin:/bin"}) == []
+    assert (tmp_path / "runs" / "r" / "prepare" / "features.npy").is_file()
+
+
 @pytest.mark.parametrize("cpu_max, expected", [("150000 100000", 1), ("400000 100000", 4), ("max 100000", None)])
 def test_the_cpu_limit_comes_from_the_cgroup_quota(tmp_path, monkeypatch, cpu_max, expected):
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)))
