@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build the clusterflow images: clusterflow/base, then clusterflow/{prepare,cluster,evaluate,report},
-# each tagged :<VERSION> (from the VERSION file) and :latest.
+# Build the clusterflow images: clusterflow/core and clusterflow/base (both from images/base/Dockerfile:
+# core = the venv with numpy and click; base = core + the scikit-learn layer), then
+# clusterflow/{prepare,cluster,evaluate} FROM base and clusterflow/report FROM core (matplotlib, no
+# scikit-learn/scipy), each tagged :<VERSION> (from the VERSION file) and :latest.
 #
-#   scripts/build-images.sh                    # all five
-#   scripts/build-images.sh --step report      # base (cached) + one step; --step may repeat
-#   scripts/build-images.sh --step base        # only the base
+#   scripts/build-images.sh                    # all six
+#   scripts/build-images.sh --step report      # core (cached) + one step; --step may repeat
+#   scripts/build-images.sh --step base        # only core and base (--step core: only core)
 #   CLUSTERFLOW_BUILDKIT=0 scripts/build-images.sh   # classic builder instead of BuildKit
 #
 # Options: --step NAME (repeatable), --no-cache, -v/--verbose (stream build output), -h/--help.
@@ -29,18 +31,28 @@ while [ $# -gt 0 ]; do
     --step=*) steps+=("${1#--step=}"); shift ;;
     --no-cache) no_cache=(--no-cache); shift ;;
     -v|--verbose) verbose=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) log "unknown argument: $1 (see --help)"; exit 2 ;;
   esac
 done
-build_base=1
+# Which image each step builds FROM: report needs only core; the others need base.
+from_image() { case "$1" in report) echo core ;; *) echo base ;; esac; }
+build_base=0
 if [ ${#steps[@]} -eq 0 ]; then
   steps=("${ALL_STEPS[@]}")
+  build_base=1
 else
   wanted=("${steps[@]}"); steps=()
   for s in "${wanted[@]}"; do
-    case " base ${ALL_STEPS[*]} " in *" $s "*) ;; *) log "unknown step '$s' (base ${ALL_STEPS[*]})"; exit 2 ;; esac
-    [ "$s" = base ] || steps+=("$s")
+    case " core base ${ALL_STEPS[*]} " in
+      *" $s "*) ;;
+      *) log "unknown step '$s' (core base ${ALL_STEPS[*]})"; exit 2 ;;
+    esac
+    case "$s" in
+      core) ;;
+      base) build_base=1 ;;
+      *) steps+=("$s"); [ "$(from_image "$s")" = core ] || build_base=1 ;;
+    esac
   done
 fi
 
@@ -99,11 +111,13 @@ build() {
 
 t0=$(date +%s.%N)
 log "engine $DOCKER ($builder builder), python base $PYTHON_BASE, version $VERSION"
+# core first, then base from the same Dockerfile: base's first stages are core's, cached.
+build core images/base/Dockerfile --target core --build-arg "PYTHON_BASE=$PYTHON_BASE"
 if [ "$build_base" = 1 ]; then
   build base images/base/Dockerfile --build-arg "PYTHON_BASE=$PYTHON_BASE"
 fi
 for s in "${steps[@]}"; do
-  build "$s" "images/$s/Dockerfile" --build-arg "BASE_IMAGE=clusterflow/base:$VERSION" \
+  build "$s" "images/$s/Dockerfile" --build-arg "BASE_IMAGE=clusterflow/$(from_image "$s"):$VERSION" \
     --build-arg "REVISION=$REVISION"
 done
 printf '%s\n' "${summary[@]}"

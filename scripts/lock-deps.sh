@@ -4,11 +4,14 @@
 #   scripts/lock-deps.sh            # rewrite the locks
 #   scripts/lock-deps.sh --check    # exit 1 if a lock is out of date with its .in (no rewrite)
 #
-#   images/base/requirements.in   -> images/base/requirements.lock    (all step images)
-#   images/report/requirements.in -> images/report/requirements.lock  (report image extras only:
-#                                     compiled with the base lock as constraints, base packages
-#                                     left out, so the report layer never carries a 2nd numpy)
-#   requirements/dev.in           -> requirements/dev.lock            (host dev/test venv .venv)
+#   images/base/requirements-core.in -> images/base/requirements-core.lock  (the core venv of every
+#                                        step image: clusterflow/core, numpy and click)
+#   images/base/requirements.in      -> images/base/requirements.lock   (the scikit-learn layer of
+#                                        clusterflow/base: prepare, cluster, evaluate)
+#   images/report/requirements.in    -> images/report/requirements.lock (the report's matplotlib layer)
+#   requirements/dev.in              -> requirements/dev.lock           (host dev/test venv .venv)
+# The two layer locks are compiled with the core lock as constraints and the core packages left
+# out: each holds only its layer's extra packages, so no layer carries a 2nd numpy.
 #
 # Every lock is universal (all platforms: the same lock works on x86_64 CI and arm64 laptops),
 # for Python 3.11, with the sha256 of every wheel/sdist of each pinned version, so
@@ -28,7 +31,7 @@ check=0
 case "${1:-}" in
   --check) check=1 ;;
   "") ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
   *) log "unknown argument: $1"; exit 2 ;;
 esac
 
@@ -76,15 +79,18 @@ compile() {
 }
 
 status=0
-compile images/base/requirements.in images/base/requirements.lock || status=1
+core_lock=images/base/requirements-core.lock
+compile images/base/requirements-core.in "$core_lock" || status=1
 
-# Report extras: resolved together with the base pins (as constraints), base packages not emitted.
-base_lock=images/base/requirements.lock
+# A layer on top of the core venv: resolved together with the core pins (as constraints), the core
+# packages not emitted. In --check mode the core lock is the committed one (checked above).
 no_emit=()
 while read -r name; do no_emit+=(--no-emit-package "$name"); done < <(
-  sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*\)==.*/\1/p' "$base_lock")
+  sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*\)==.*/\1/p' "$core_lock")
+compile images/base/requirements.in images/base/requirements.lock \
+  --constraint "$core_lock" "${no_emit[@]}" || status=1
 compile images/report/requirements.in images/report/requirements.lock \
-  --constraint "$base_lock" "${no_emit[@]}" || status=1
+  --constraint "$core_lock" "${no_emit[@]}" || status=1
 
 compile requirements/dev.in requirements/dev.lock || status=1
 exit "$status"

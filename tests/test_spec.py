@@ -28,7 +28,7 @@ def test_commands_carry_the_demo_defaults():
         "--run-id", "r1", "--n-init", "4", "--seed", "0", "--no-minibatch", "--cache",
         "--init", "pca", "--variant", "pca")
     assert spec.command("evaluate", "r1", params) == ("--run-id", "r1", "--seed", "0", "--cache")
-    assert spec.command("report", "r1", params) == ("--run-id", "r1", "--seed", "0", "--cache")
+    assert spec.command("report", "r1", params) == ("--run-id", "r1", "--cache")
     assert spec.command("report", "r1", spec.PipelineParams(cache=False))[-1] == "--no-cache"
 
 

@@ -115,7 +115,8 @@ class PipelineParams:
                                     minimum=2)
     inits: tuple[str, ...] = _param(INITS, "init strategies; one cluster task per strategy", ("cluster",))
     n_init: int = _param(4, "K-Means runs per fit (the pca init always runs once)", ("cluster",), minimum=1)
-    seed: int = _param(0, "random seed of data, fits and silhouette sampling", STEPS, minimum=0)
+    seed: int = _param(0, "random seed of data, fits, silhouette and figure sampling",
+                       ("prepare", "cluster", "evaluate"), minimum=0)
     minibatch: bool = _param(False, "use MiniBatchKMeans (features standardised in place: one copy in memory)", ("cluster",))
     min_ari: float | None = _param(None, "quality gate: minimum adjusted Rand index", ("evaluate",))
     min_ami: float | None = _param(None, "quality gate: minimum adjusted mutual information", ("evaluate",))

@@ -208,7 +208,7 @@ def test_a_named_volume_works_as_the_data_root(docker_cli, home, engine):
             image("report"), entrypoint=["/bin/sh", "-c", f"cd {run_dir} && ls cluster evaluate report"],
             volumes={volume.name: {"bind": "/data", "mode": "ro"}}, network_mode="none", remove=True)
         assert listing.decode().split() == ["cluster:", "pca", "evaluate:", "manifest.json", "metrics.json",
-                                            "report:", "manifest.json", "report.html"]
+                                            "projection.npz", "report:", "manifest.json", "report.html"]
     finally:
         volume.remove(force=True)
 

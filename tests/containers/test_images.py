@@ -30,13 +30,60 @@ def test_each_step_image_is_its_cli_run_as_non_root(docker_cli, step):
     assert {"org.opencontainers.image.source", "org.opencontainers.image.revision"} <= set(config["Labels"])
 
 
+ML_PACKAGES = ("sklearn", "scipy", "joblib", "threadpoolctl", "narwhals", "cloudpickle")
+
+
 @pytest.mark.parametrize("step", spec.STEPS)
 def test_only_the_report_image_has_matplotlib_and_none_has_pip(docker_cli, step):
     probe = ("import importlib.util as u; "
              "print(bool(u.find_spec('matplotlib')), bool(u.find_spec('pip')), bool(u.find_spec('sklearn')))")
     result = docker(docker_cli, "run", "--rm", "--entrypoint", "python", image(step), "-c", probe)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(step == "report"), "False", "True"]
+    assert result.stdout.split() == [str(step == "report"), "False", str(step != "report")]
+
+
+@pytest.mark.parametrize("step", spec.STEPS)
+def test_the_report_image_has_no_scikit_learn_layer_and_the_others_have_all_of_it(docker_cli, step):
+    probe = f"import importlib.util as u; print(sorted(m for m in {ML_PACKAGES!r} if u.find_spec(m)))"
+    result = docker(docker_cli, "run", "--rm", "--entrypoint", "python", image(step), "-c", probe)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([] if step == "report" else sorted(ML_PACKAGES))
+
+
+def layers(docker_cli: str, ref: str) -> list[str]:
+    return json.loads(docker(docker_cli, "image", "inspect", ref).stdout)[0]["RootFS"]["Layers"]
+
+
+def test_every_step_image_shares_the_core_layers_and_three_share_the_scikit_learn_layer(docker_cli):
+    """clusterflow/core (python, numpy, click) is the bottom of all four; clusterflow/base (core + the
+    scikit-learn layer) of prepare, cluster and evaluate; so numpy's layer is stored once."""
+    core, base = layers(docker_cli, f"clusterflow/core:{VERSION}"), layers(docker_cli, f"clusterflow/base:{VERSION}")
+    assert base[:len(core)] == core and len(base) > len(core)
+    for step in spec.STEPS:
+        own = layers(docker_cli, image(step))
+        assert own[:len(core)] == core, step
+        assert (own[:len(base)] == base) == (step != "report"), step
+
+
+@pytest.mark.parametrize("step", spec.STEPS)
+def test_installed_packages_are_sourceless_bytecode_and_our_code_keeps_its_sources(docker_cli, step):
+    """images/base/slim-packages.sh left .pyc beside each module of site-packages, no .py, no __pycache__;
+    the .pyc name their files as they are at run time (/opt/venv, not a staging directory)."""
+    site = "/opt/venv/lib/python3.11/site-packages"
+    probe = (f"find {site} -name '*.py' -print -quit; find {site} -name __pycache__ -print -quit; "
+             f"find {site} -name '*.pyc' | wc -l; ls /app/clusterflow_steps/{step}/cli.py")
+    result = docker(docker_cli, "run", "--rm", "--entrypoint", "sh", image(step), "-c", probe)
+    assert result.returncode == 0, result.stdout + result.stderr
+    count, app = result.stdout.split()
+    assert int(count) > 500 and app == f"/app/clusterflow_steps/{step}/cli.py"
+    module = "matplotlib.colors" if step == "report" else "sklearn.cluster._kmeans"
+    code = f"import {module} as m, numpy; print(m.__file__); print(numpy.__file__)"
+    result = docker(docker_cli, "run", "--rm", "--entrypoint", "python", image(step), "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"{site}/{module.replace('.', '/')}.pyc", f"{site}/numpy/__init__.pyc"]
+    traceback = docker(docker_cli, "run", "--rm", "--entrypoint", "python", image(step), "-c",
+                       f"import {module} as m; print(m.__loader__.get_code(m.__name__).co_filename)")
+    assert traceback.stdout.strip() == f"{site}/{module.replace('.', '/')}.py", traceback.stderr
 
 
 def test_docker_run_of_each_step_by_hand_chains_through_the_volume(docker_cli, data_dir: Path):

@@ -21,7 +21,7 @@ CONTRACT = {
     "cluster/k-means++": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
     "cluster/random": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
     "cluster/pca": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
-    "evaluate": ["manifest.json", "metrics.json"],
+    "evaluate": ["manifest.json", "metrics.json", "projection.npz"],
     "report": ["manifest.json", "report.html"],
 }
 
@@ -70,7 +70,10 @@ def test_manifests_chain_the_hashes_and_record_the_image(demo_run, engine):
     for step in spec.STEPS:
         manifest = json.loads(next((run_dir / step).rglob("manifest.json")).read_text())
         assert manifest["run_id"] == "demo" and manifest["exit_status"] == 0
-        assert manifest["packages"]["scikit-learn"] and manifest["duration_seconds"] >= 0
+        assert manifest["packages"]["numpy"] and manifest["duration_seconds"] >= 0
+        # the report image has matplotlib and no scikit-learn; the others the reverse
+        assert ("scikit-learn" in manifest["packages"]) == (step != "report"), step
+        assert ("matplotlib" in manifest["packages"]) == (step == "report"), step
 
 
 def test_containers_reproduce_the_scikit_learn_demo(demo_run):
@@ -81,6 +84,12 @@ def test_containers_reproduce_the_scikit_learn_demo(demo_run):
     assert metrics["best"] == max(metrics["variants"], key=lambda v: metrics["variants"][v]["adjusted_mutual_info"])
     html = (run_dir / "report/report.html").read_text()
     assert "<table" in html and "data:image/png;base64," in html
+    # the decision-region figure, drawn by the report from what evaluate computed
+    evaluate = json.loads((run_dir / "evaluate/manifest.json").read_text())
+    report = json.loads((run_dir / "report/manifest.json").read_text())
+    assert report["inputs"]["evaluate/projection.npz"] == evaluate["outputs"]["projection.npz"]
+    assert report["results"]["figures"] == ["decision_regions", "cluster_centers", "contingency"]
+    assert 'id="decision-regions-figure"' in html and "KMeans(init=&quot;k-means++&quot;, n_clusters=10" in html
 
 
 def test_no_step_container_outlives_its_run(demo_run, engine):

@@ -1,7 +1,8 @@
 """Runs for the report step's tests, written through the artifact contract (not the other steps).
 
 :func:`make_run` fits scikit-learn on small data and writes prepare, cluster and evaluate outputs
-with :func:`step_output`, as the real steps do.
+(evaluate's projection.npz by the evaluate step's own code) with :func:`step_output`, as the real
+steps do.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clusterflow_steps.contract import RunLayout, save_array, save_json, step_output
+from clusterflow_steps.evaluate import projection
 
 VARIANTS = ("k-means++", "random", "pca")
 LABEL_METRICS = {
@@ -94,6 +96,8 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
             "quality_gate": {"passed": not gate_failures, "failures": list(gate_failures),
                              "thresholds": {"min_ari": 0.99 if gate_failures else None, "min_silhouette": None}},
         })
+        if features.shape[1] >= projection.MIN_FEATURES:  # as the evaluate step does
+            projection.save(run.out / projection.PROJECTION, projection.compute(features, k, seed=0))
         run.results.update(best=best)
         run.exit_status = 3 if gate_failures else 0
     return layout

@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as sk
 
 from clusterflow_steps.contract import UserError
-from clusterflow_steps.evaluate import gate, metrics
+from clusterflow_steps.evaluate import gate, metrics, projection
 from tests.steps.conftest import assert_records
 
 KEYS = {"inertia", "homogeneity", "completeness", "v_measure", "adjusted_rand", "adjusted_mutual_info",
@@ -99,7 +99,8 @@ def test_cli_scores_every_variant_and_records_what_it_read(two_variants):
     read = ["prepare/features.npy", "prepare/labels.npy"] + [
         f"cluster/{v}/{n}" for v in ("k-means++", "random") for n in ("labels.npy", "manifest.json")]
     assert_records(manifest, "inputs", {name: two_variants.path(name) for name in sorted(read)})
-    assert_records(manifest, "outputs", {"metrics.json": two_variants.path("evaluate/metrics.json")})
+    assert_records(manifest, "outputs", {name: two_variants.path(f"evaluate/{name}")
+                                         for name in ("metrics.json", "projection.npz")})
     assert manifest["params"] == {"seed": 0, "rank_by": None, "min_ari": None, "min_ami": None,
                                   "min_v_measure": None, "min_silhouette": None, "max_inertia": None}
 
@@ -141,3 +142,80 @@ def test_cli_gate_threshold_from_the_environment(two_variants):
     result = two_variants("evaluate", env={"CLUSTERFLOW_MIN_AMI": "1.5"}, expect=3)
     assert "adjusted_mutual_info" in result.stderr and "< --min-ami 1.5" in result.stderr
     assert two_variants.manifest("evaluate")["params"]["min_ami"] == 1.5
+
+
+def test_cli_writes_the_report_figures_projection_for_the_best_variant(two_variants):
+    """evaluate/projection.npz: the demo's PCA + KMeans(k-means++) data of the report's figure, with
+    the best variant's number of clusters and evaluate's seed; the stdout summary is unchanged."""
+    result = two_variants("evaluate", "--seed", "4")
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert set(summary) == {"best", "ranked_by", "metrics", "quality_gate"} and summary["best"] == "k-means++"
+    with np.load(two_variants.path("evaluate/projection.npz"), allow_pickle=False) as archive:
+        written = {name: archive[name] for name in archive.files}
+    assert sorted(written) == sorted(projection.FIELDS)
+    expected = projection.compute(two_variants.array("prepare/features.npy"), 3, seed=4)
+    assert (int(written["seed"]), int(written["n_samples"]), int(written["n_fitted"])) == (4, 300, 300)
+    for name in ("points", "centroids", "extent"):  # equal but for BLAS/OpenMP rounding (thread counts)
+        np.testing.assert_allclose(written[name], getattr(expected, name), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(written["regions"], expected.regions)
+    assert written["centroids"].shape == (3, 2) and written["points"].shape == (300, 2)
+    assert written["regions"].shape == (projection.GRID_POINTS, projection.GRID_POINTS)
+    assert written["regions"].dtype == np.uint8 and set(np.unique(written["regions"])) <= {0, 1, 2}
+
+
+def test_the_projection_file_is_the_same_bytes_for_the_same_run(two_variants, tmp_path):
+    two_variants("evaluate", "--no-cache")
+    first = two_variants.path("evaluate/projection.npz").read_bytes()
+    two_variants("evaluate", "--no-cache")
+    assert two_variants.path("evaluate/projection.npz").read_bytes() == first
+
+
+def test_the_projection_is_the_demos_pca_and_kmeans_on_a_bounded_sample():
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    features = np.random.default_rng(5).normal(size=(1_000, 6))
+    got = projection.compute(features, 4, seed=2)
+    reduced = PCA(n_components=2).fit_transform(features)
+    kmeans = KMeans(init="k-means++", n_clusters=4, n_init=4, random_state=2).fit(reduced)
+    np.testing.assert_allclose(got.points, reduced)
+    np.testing.assert_allclose(got.centroids, kmeans.cluster_centers_)
+    low, high = reduced.min(axis=0), reduced.max(axis=0)
+    pad = (high - low) * 0.05
+    np.testing.assert_allclose(got.extent, [low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1]])
+
+    class Rows(np.ndarray):
+        """Records the largest row selection made of it (the memory-mapped features in the step)."""
+        largest = 0
+
+        def __getitem__(self, item):
+            rows = np.ndarray.__getitem__(self, item)
+            Rows.largest = max(Rows.largest, len(rows))
+            return rows
+
+    big = np.zeros((projection.MAX_FIT_ROWS + 5_000, 3))
+    big[:, :2] = np.random.default_rng(6).normal(size=(len(big), 2))
+    got = projection.compute(big.view(Rows), 3, seed=0)
+    assert Rows.largest == projection.MAX_FIT_ROWS and got.n_fitted == projection.MAX_FIT_ROWS
+    assert got.n_samples == len(big) and len(got.points) == projection.MAX_PLOT_ROWS
+
+
+def test_one_feature_data_get_no_projection(steps, write_npy):
+    steps("prepare", "--dataset", str(write_npy("line.npy", np.arange(40.0).reshape(-1, 1))))
+    steps("cluster", "--n-clusters", "2")
+    steps("evaluate")
+    assert sorted(p.name for p in steps.path("evaluate").iterdir()) == ["manifest.json", "metrics.json"]
+    steps("report")
+    assert "needs at least 2 features" in steps.path("report/report.html").read_text()
+
+
+def test_a_best_variant_manifest_without_n_clusters_is_one_line_naming_the_cluster_step(blobs):
+    blobs("cluster")
+    path = blobs.path("cluster/k-means++/manifest.json")
+    manifest = json.loads(path.read_text())
+    del manifest["results"]["n_clusters"]
+    path.write_text(json.dumps(manifest))
+    result = blobs("evaluate", expect=2)
+    (line,) = result.stderr.strip().splitlines()
+    assert "lacks the n_clusters result" in line and "cluster (--variant k-means++)" in line
+    assert not blobs.path("evaluate").exists()

@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from clusterflow_steps.contract import sha256_file
+from clusterflow_steps.evaluate import projection
 from clusterflow_steps.report import figures
+from clusterflow_steps.report.inputs import read_projection
 from clusterflow_steps.report.build import build_report
 from clusterflow_steps.report.cli import main
 
@@ -103,14 +105,14 @@ def metrics_of(layout) -> dict:
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     layout = make_run(tmp_path_factory.mktemp("digits"), "digits-1")
-    report = build_report(layout, seed=0)
+    report = build_report(layout)
     return layout, report, Page(report.html)
 
 
 @pytest.fixture(scope="module")
 def unlabelled(tmp_path_factory):
     layout = make_run(tmp_path_factory.mktemp("blobs"), "blobs-1", dataset="synthetic", with_labels=False)
-    report = build_report(layout, seed=0)
+    report = build_report(layout)
     return layout, report, Page(report.html)
 
 
@@ -124,7 +126,7 @@ def gated(tmp_path_factory):
         metric_overrides={"random": {"fit_seconds": 1.23456, "inertia": 69432.6, "homogeneity": 0.6789,
                                      "completeness": None, "silhouette": -0.0004}},
         best="random")
-    report = build_report(layout, seed=0)
+    report = build_report(layout)
     return layout, report, Page(report.html)
 
 
@@ -192,29 +194,35 @@ def test_non_digit_shaped_data_get_a_note_instead_of_center_images(gated):
     assert len(page.images) == 2 and all(png_size(uri) for uri in page.images)
 
 
-def test_large_data_are_sampled_for_the_pca_figure_and_the_caption_says_so():
+def projected(tmp_path, features, n_clusters, seed):
+    """What the report reads: evaluate's projection of ``features``, written and read back."""
+    path = projection.save(tmp_path / "projection.npz", projection.compute(features, n_clusters, seed))
+    return read_projection(path)
+
+
+def test_large_data_are_sampled_for_the_pca_figure_and_the_caption_says_so(tmp_path):
     features = np.random.default_rng(1).normal(size=(60_000, 3)).astype(np.float32)
-    figure = figures.decision_regions(features, 3, seed=7, digits=False)
+    figure = figures.decision_regions(projected(tmp_path, features, 3, seed=7), digits=False)
     assert "sample (seed 7) of 50,000 of the 60,000 samples" in figure.caption
-    assert f"random sample (seed 7) of {figures.MAX_PLOT_ROWS:,} of the 50,000 fitted points" in figure.caption
-    assert figures.MAX_PLOT_ROWS <= 5_000  # keeps a 1M-sample run's page small
+    assert f"random sample (seed 7) of {projection.MAX_PLOT_ROWS:,} of the 50,000 fitted points" in figure.caption
+    assert projection.MAX_PLOT_ROWS <= 5_000  # keeps a 1M-sample run's page small
     assert png_size("data:image/png;base64," + base64.b64encode(figure.png).decode())[0] > 100
-    small = figures.decision_regions(features[:500], 3, seed=7, digits=False)
+    small = figures.decision_regions(projected(tmp_path, features[:500], 3, seed=7), digits=False)
     assert "sample" not in small.caption
 
 
-def test_pca_figure_is_drawn_as_the_demo_draws_it(monkeypatch):
+def test_pca_figure_is_drawn_as_the_demo_draws_it(monkeypatch, tmp_path):
     drawn = []
     monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
     features, _ = blobs(n_samples=150, n_features=6, centers=3)
-    figures.decision_regions(features, 3, seed=0, digits=True)
-    figures.decision_regions(features, 3, seed=0, digits=False)
+    figures.decision_regions(projected(tmp_path, features, 3, seed=0), digits=True)
+    figures.decision_regions(projected(tmp_path, features, 3, seed=0), digits=False)
     titles = [fig.axes[0].get_title() for fig in drawn]
     assert titles == [f"K-means clustering on {what} (PCA-reduced data)\nCentroids are marked with white cross"
                       for what in ("the digits dataset", "the dataset")]
     ax = drawn[0].axes[0]
     assert ax.get_xlabel() and ax.get_ylabel() and not len(ax.get_xticks()) and not len(ax.get_yticks())
-    assert ax.get_images()[0].get_array().shape == (figures.GRID_POINTS, figures.GRID_POINTS)
+    assert ax.get_images()[0].get_array().shape == (projection.GRID_POINTS, projection.GRID_POINTS)
     (crosses,) = ax.collections
     assert len(crosses.get_offsets()) == 3 and crosses.get_zorder() == 10
     assert list(crosses.get_linewidths()) == [3] and list(crosses.get_sizes()) == [169]
@@ -222,21 +230,131 @@ def test_pca_figure_is_drawn_as_the_demo_draws_it(monkeypatch):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["samples", "centroids"]
 
 
-def test_large_data_draw_the_same_sample_every_time(monkeypatch):
+def test_large_data_draw_the_same_sample_every_time(monkeypatch, tmp_path):
     drawn = []
     monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
     features = np.random.default_rng(2).normal(size=(20_000, 4))
-    figures.decision_regions(features, 3, seed=5, digits=False)
-    figures.decision_regions(features, 3, seed=5, digits=False)
+    figures.decision_regions(projected(tmp_path, features, 3, seed=5), digits=False)
+    figures.decision_regions(projected(tmp_path, features, 3, seed=5), digits=False)
     first, second = (fig.axes[0].lines[0].get_xydata() for fig in drawn)
-    assert first.shape == (figures.MAX_PLOT_ROWS, 2) and np.array_equal(first, second)
+    assert first.shape == (projection.MAX_PLOT_ROWS, 2) and np.array_equal(first, second)
 
 
-def test_every_figure_has_a_title_axis_labels_and_a_legend(monkeypatch):
+def reference_decision_regions(features, n_clusters, seed, *, digits):
+    """The figure as the report drew it when it fitted PCA and KMeans itself (before evaluate did)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(seed)
+    n = features.shape[0]
+    fit_rows = None if n <= 50_000 else np.sort(rng.choice(n, size=50_000, replace=False))
+    data = np.asarray(features if fit_rows is None else features[fit_rows], dtype=np.float64)
+    reduced = PCA(n_components=2).fit_transform(data)
+    kmeans = KMeans(init="k-means++", n_clusters=min(n_clusters, len(reduced)), n_init=4,
+                    random_state=seed).fit(reduced)
+    low, high = reduced.min(axis=0), reduced.max(axis=0)
+    margin = np.maximum((high - low) * 0.05, 1e-9)
+    low, high = low - margin, high + margin
+    xx, yy = np.meshgrid(np.linspace(low[0], high[0], 400), np.linspace(low[1], high[1], 400))
+    regions = kmeans.predict(np.c_[xx.ravel(), yy.ravel()]).reshape(xx.shape)
+    plot_rows = None if len(reduced) <= 3_000 else np.sort(rng.choice(len(reduced), size=3_000, replace=False))
+    points = reduced if plot_rows is None else reduced[plot_rows]
+    fig = figures._new_figure((8, 6.5))
+    ax = fig.add_subplot()
+    ax.imshow(regions, interpolation="nearest", extent=(low[0], high[0], low[1], high[1]), cmap="Paired",
+              aspect="auto", origin="lower")
+    ax.plot(points[:, 0], points[:, 1], "k.", markersize=2, label="samples")
+    centroids = kmeans.cluster_centers_
+    ax.scatter(centroids[:, 0], centroids[:, 1], marker="x", s=169, linewidths=3, color="w", zorder=10,
+               label="centroids")
+    ax.legend(loc="upper right", facecolor="0.55", framealpha=0.9, labelcolor="w", markerscale=1.5)
+    what = "the digits dataset" if digits else "the dataset"
+    ax.set_title(f"K-means clustering on {what} (PCA-reduced data)\nCentroids are marked with white cross")
+    ax.set_xlabel("first principal component")
+    ax.set_ylabel("second principal component")
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    ax.set_xticks(())
+    ax.set_yticks(())
+    return figures._png(fig)
+
+
+@pytest.mark.parametrize("shape", [(1797, 64), (60_000, 3)])
+def test_the_figure_from_evaluates_projection_is_the_one_the_report_used_to_fit_itself(tmp_path, shape):
+    if shape[1] == 64:
+        from sklearn.datasets import load_digits
+        features = load_digits().data
+    else:
+        features = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    drawn = figures.decision_regions(projected(tmp_path, features, 10, seed=0), digits=shape[1] == 64)
+    expected = reference_decision_regions(features, 10, 0, digits=shape[1] == 64)
+    assert drawn.png == expected
+
+
+def test_the_report_draws_what_evaluate_wrote(tmp_path, monkeypatch):
+    layout = make_run(tmp_path, "proj-1", dataset="synthetic", data=blobs(n_samples=120, n_features=8))
+    path = layout.run_dir / "evaluate/projection.npz"
+    written = read_projection(path)
+    assert (written.n_samples, written.n_fitted, written.n_clusters) == (120, 120, 4)
+    drawn = []
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
+    build_report(layout)
+    ax = drawn[0].axes[0]
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), written.centroids)
+    np.testing.assert_array_equal(ax.lines[0].get_xydata(), written.points)
+    np.testing.assert_array_equal(ax.get_images()[0].get_array(), written.regions)
+    assert (*ax.get_xlim(), *ax.get_ylim()) == written.extent
+
+
+@pytest.mark.parametrize("damage, expect", [
+    ("missing", "missing input"), ("garbage", "is unreadable"), ("stale", "was computed for 60 samples"),
+    ("labels", "region labels outside")])
+def test_a_missing_or_damaged_projection_is_one_line_naming_evaluate(tmp_path, damage, expect):
+    layout = make_run(tmp_path, "proj-2", dataset="synthetic", data=blobs(n_samples=120, n_features=8))
+    path = layout.run_dir / "evaluate/projection.npz"
+    features = np.load(layout.run_dir / "prepare/features.npy")
+    if damage == "missing":
+        path.unlink()
+    elif damage == "garbage":
+        path.write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "stale":
+        projection.save(path, projection.compute(features[:60], 4, seed=0))
+    else:
+        good = projection.compute(features, 4, seed=0)
+        projection.save(path, projection.Projection(**{**good.__dict__, "regions": good.regions + 7}))
+    result = CliRunner().invoke(main, ["--run-id", "proj-2", "--data-root", str(tmp_path)])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "evaluate/projection.npz" in line and expect in line and "evaluate step" in line
+
+
+def test_one_feature_data_need_no_projection(tmp_path):
+    features = np.random.default_rng(0).normal(size=(100, 1))
+    layout = make_run(tmp_path, "proj-3", dataset="synthetic", data=(features, None), with_labels=False,
+                      variants=("random",), n_clusters=2)
+    assert not (layout.run_dir / "evaluate/projection.npz").exists()
+    report = build_report(layout)
+    assert "needs at least 2 features; these data have 1" in report.html
+    assert report.results["figures"] == []
+
+
+@pytest.mark.parametrize("truth", [np.arange(200) % 7, np.array(list("abcde") * 40)])
+def test_the_contingency_matrix_counts_as_scikit_learn_does(truth):
+    from sklearn.metrics.cluster import contingency_matrix
+
+    clusters = np.random.default_rng(4).integers(0, 9, size=200)
+    rows, columns, table = figures.contingency_matrix(clusters, truth)
+    np.testing.assert_array_equal(rows, np.unique(clusters))
+    np.testing.assert_array_equal(columns, np.unique(truth))
+    expected = contingency_matrix(clusters, truth)
+    assert table.dtype == expected.dtype and np.array_equal(table, expected)
+
+
+def test_every_figure_has_a_title_axis_labels_and_a_legend(monkeypatch, tmp_path):
     drawn = []
     monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
     features, labels = blobs(n_samples=120, n_features=64, centers=3)
-    figures.decision_regions(features, 3, seed=0, digits=False)
+    figures.decision_regions(projected(tmp_path, features, 3, seed=0), digits=False)
     figures.center_images(features[:3], "random", np.array([40, 40, 40]))
     figures.contingency_heatmap(labels, labels, "random")
     decision, centers, heatmap = drawn
@@ -251,9 +369,24 @@ def test_every_figure_has_a_title_axis_labels_and_a_legend(monkeypatch):
 def test_help_imports_neither_matplotlib_nor_scikit_learn():
     code = ("import sys; from click.testing import CliRunner; from clusterflow_steps.report.cli import main; "
             "assert CliRunner().invoke(main, ['--help']).exit_code == 0; "
-            "print(sorted(m for m in ('matplotlib', 'sklearn') if m in sys.modules))")
+            "print(sorted(m for m in ('matplotlib', 'sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_report_renders_every_figure_without_scikit_learn_or_scipy(digits):
+    """The report image has neither: rendering a digits run must not even try to import them."""
+    layout, _, _ = digits
+    code = ("import sys\n"
+            "for blocked in ('sklearn', 'scipy', 'joblib', 'threadpoolctl'): sys.modules[blocked] = None\n"
+            "from pathlib import Path\n"
+            "from clusterflow_steps.contract import RunLayout\n"
+            "from clusterflow_steps.report.build import build_report\n"
+            f"report = build_report(RunLayout(Path({str(layout.data_root)!r}), {layout.run_id!r}))\n"
+            "print(report.results['figures'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['decision_regions', 'cluster_centers', 'contingency']"
 
 
 # --- a safe, self-contained page ----------------------------------------------------------------------
@@ -304,18 +437,18 @@ def test_digits_page_stays_small(digits):
 
 def test_cli_writes_the_page_and_its_manifest_atomically(tmp_path):
     layout = make_run(tmp_path, "cli-1", dataset="synthetic", data=blobs(n_samples=120, n_features=64))
-    result = CliRunner().invoke(main, ["--data-root", str(tmp_path)], env={"CLUSTERFLOW_RUN_ID": "cli-1",
-                                                                            "CLUSTERFLOW_SEED": "3"})
+    result = CliRunner().invoke(main, ["--data-root", str(tmp_path)], env={"CLUSTERFLOW_RUN_ID": "cli-1"})
     assert result.exit_code == 0, result.output
     out = layout.step_dir("report")
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "report.html"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["step"] == "report" and manifest["params"] == {"seed": 3} and manifest["exit_status"] == 0
+    assert manifest["step"] == "report" and manifest["params"] == {} and manifest["exit_status"] == 0
     assert manifest["outputs"]["report.html"]["sha256"] == sha256_file(out / "report.html")
     best = manifest["results"]["best"]
     assert set(manifest["inputs"]) == {
-        "evaluate/metrics.json", "evaluate/manifest.json", "prepare/manifest.json", "prepare/features.npy",
+        "evaluate/metrics.json", "evaluate/manifest.json", "evaluate/projection.npz", "prepare/manifest.json",
+        "prepare/features.npy",
         "prepare/labels.npy", *(f"cluster/{v}/manifest.json" for v in VARIANTS),
         f"cluster/{best}/labels.npy", f"cluster/{best}/centers.npy"}
     for name, info in manifest["inputs"].items():

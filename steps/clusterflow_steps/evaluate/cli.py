@@ -15,7 +15,7 @@ from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
 from clusterflow_steps.contract import (MANIFEST, QualityGateFailed, RunLayout, StepRun, UserError, read_array,
                                         read_json, require_input, save_json)
-from clusterflow_steps.evaluate import gate, metrics
+from clusterflow_steps.evaluate import gate, metrics, projection
 from clusterflow_steps.progress import Progress
 
 METRICS = "metrics.json"
@@ -56,11 +56,34 @@ def variant_row(layout: RunLayout, variant: str, features: np.ndarray, true_labe
                           fit_seconds=results["fit_seconds"], seed=seed)
 
 
+def variant_n_clusters(layout: RunLayout, variant: str) -> int:
+    """The number of clusters the cluster step fitted for ``variant`` (its manifest's results)."""
+    path = layout.step_dir("cluster", variant) / MANIFEST
+    manifest = read_json(path, f"cluster (--variant {variant})")
+    results = manifest.get("results") if isinstance(manifest, dict) else None
+    value = results.get("n_clusters") if isinstance(results, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{path} lacks the n_clusters result: re-run the cluster (--variant {variant}) step")
+    return value
+
+
+def write_projection(run: StepRun, features: np.ndarray, n_clusters: int, seed: int, progress: Progress) -> None:
+    """The report's decision-region figure data, evaluate/projection.npz (the report has no scikit-learn)."""
+    if features.ndim != 2 or features.shape[1] < projection.MIN_FEATURES:
+        return  # the report says why there is no such figure
+    rows = min(len(features), projection.MAX_FIT_ROWS)  # PCA and KMeans fit a sample of at most this many
+    with threads.limited(threads.for_work(rows * features.shape[1])), \
+            progress.phase(f"projected to 2-D for the report's figure (PCA and KMeans on {rows:,} samples)"):
+        projection.save(run.out / projection.PROJECTION, projection.compute(features, n_clusters, seed))
+
+
 @step_command("Score every cluster variant of the run as the digits demo does (inertia, homogeneity, "
               "completeness, V-measure, ARI, AMI, silhouette), pick the best and write "
-              "evaluate/metrics.json. Exits 3, after writing, if the best variant fails a quality gate.")
+              "evaluate/metrics.json, and the PCA-reduced K-means data of the report's figure "
+              "(evaluate/projection.npz). Exits 3, after writing, if the best variant fails a quality gate.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_envvar=True,
-              help="random_state of the silhouette's draw of 300 samples.")
+              help="random_state of the silhouette's draw of 300 samples, and seed of the report "
+                   "figure's PCA/KMeans fit and of its samples of large data.")
 @click.option("--rank-by", type=click.Choice(metrics.RANKABLE), default=None, show_envvar=True,
               show_default="adjusted_mutual_info with labels, else inertia",
               help="Metric that picks the best variant (inertia: lowest, others: highest).")
@@ -94,6 +117,7 @@ def main(layout: RunLayout, use_cache: bool, seed: int, rank_by: str | None, **l
         verdict = gate.check(rows[best], thresholds)
         save_json(run, METRICS, {"variants": rows, "best": best, "ranked_by": ranked_by,
                                  "quality_gate": verdict})
+        write_projection(run, features, variant_n_clusters(layout, best), seed, progress)
         run.results.update(best=best, ranked_by=ranked_by, quality_gate=verdict, n_variants=len(rows),
                            best_metrics=rows[best])
         run.exit_status = 0 if verdict["passed"] else QualityGateFailed.exit_code

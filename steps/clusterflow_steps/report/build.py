@@ -24,13 +24,13 @@ class Report:
     results: dict[str, Any]
 
 
-def render_run(run: RunInputs, seed: int = 0, *, generated_at: str | None = None) -> Report:
+def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
     n_samples, n_features = run.features.shape
     k = len(run.best_centers)
 
     decision, decision_note = None, ""
-    if n_features >= 2:
-        decision = figures.decision_regions(run.features, k, seed, digits=run.is_digits)
+    if run.projection is not None:  # evaluate's evaluate/projection.npz (data of 2 or more features)
+        decision = figures.decision_regions(run.projection, digits=run.is_digits)
     else:
         decision_note = f"The PCA-reduced figure needs at least 2 features; these data have {n_features}."
 
@@ -68,6 +68,6 @@ def render_run(run: RunInputs, seed: int = 0, *, generated_at: str | None = None
     return Report(html, dict(run.read), results)
 
 
-def build_report(layout: RunLayout, seed: int = 0, *, generated_at: str | None = None) -> Report:
+def build_report(layout: RunLayout, *, generated_at: str | None = None) -> Report:
     """Read ``layout``'s run and render its report; raise :class:`UserError` on missing/damaged inputs."""
-    return render_run(load_run(layout), seed, generated_at=generated_at)
+    return render_run(load_run(layout), generated_at=generated_at)

@@ -16,19 +16,17 @@ REPORT = "report.html"
 @step_command("Write one self-contained HTML report of a run: the demo's benchmark table, its "
               "PCA-reduced K-means figure, cluster centers, a cluster x label heat map and the lineage. "
               "Runs after a failed quality gate too, and shows the failure.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_envvar=True,
-              help="Seed of the PCA/KMeans figure's fit and of its samples of large data.")
 @run_options
-def main(layout: RunLayout, use_cache: bool, seed: int) -> None:
+def main(layout: RunLayout, use_cache: bool) -> None:
     run_inputs = load_run(layout)  # reads and checks the small files; the figures are the work
 
     def work(run: StepRun) -> None:
-        report = render_run(run_inputs, seed)
+        report = render_run(run_inputs)
         (run.out / REPORT).write_text(report.html, encoding="utf-8")
         run.results.update(report.results)
 
     # The page shows every upstream manifest's run id and timings: key on their exact bytes.
-    results = run_step(layout, "report", {"seed": seed}, dict(run_inputs.read), work, use_cache=use_cache,
+    results = run_step(layout, "report", {}, dict(run_inputs.read), work, use_cache=use_cache,
                        manifests_by_content=False).results
     final = layout.step_dir("report") / REPORT
     gate = results["quality_gate_failures"]

@@ -1,26 +1,25 @@
 """The report's figures: matplotlib (Agg, no pyplot state) rendered to PNG bytes.
 
 Each builder returns a :class:`Figure` carrying the PNG, its alt text and a caption; the page
-embeds it as a ``data:`` URI. matplotlib and scikit-learn are imported by the builders that use
-them, so ``report --help`` and a cache hit never pay for them.
+embeds it as a ``data:`` URI. matplotlib is imported by the builders, so ``report --help`` and a
+cache hit never pay for it. The report image has no scikit-learn: the decision-region figure draws
+what evaluate computed (evaluate/projection.npz), and the contingency table is counted with numpy.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clusterflow_steps.report.inputs import Projection
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
 
 DPI = 80
-GRID_POINTS = 400  # decision-region mesh: GRID_POINTS x GRID_POINTS, whatever the data's size
-MAX_FIT_ROWS = 50_000  # PCA and KMeans of the decision-region figure fit at most this many rows
-MAX_PLOT_ROWS = 3_000  # ... and draw at most this many points (page weight: see the README)
 MAX_ANNOTATED_CELLS = 30  # contingency counts are written in cells while both sides are this small
 MAX_CENTER_IMAGES = 100
 
@@ -49,43 +48,20 @@ def _text(value: object) -> str:
     return str(value).replace("$", r"\$")
 
 
-def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray | None:
-    """Sorted row indices of a seeded sample of ``size`` of ``n`` rows, or None to use them all."""
-    return None if n <= size else np.sort(rng.choice(n, size=size, replace=False))
+def decision_regions(projection: Projection, *, digits: bool) -> Figure:
+    """The demo's final figure: K-means on PCA-reduced data, regions coloured, centroids as crosses.
 
-
-def decision_regions(features: np.ndarray, n_clusters: int, seed: int, *, digits: bool) -> Figure:
-    """The demo's final figure: K-means on PCA-reduced data, regions coloured, centroids as crosses."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-
-    n = features.shape[0]
-    rng = np.random.default_rng(seed)
-    fit_rows = _sample(n, MAX_FIT_ROWS, rng)
-    data = np.asarray(features if fit_rows is None else features[fit_rows], dtype=np.float64)
-    reduced = PCA(n_components=2).fit_transform(data)
-    kmeans = KMeans(init="k-means++", n_clusters=min(n_clusters, len(reduced)), n_init=4, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicate points, fewer distinct points than clusters
-        kmeans.fit(reduced)
-
-    # A fixed mesh over the data's bounding box (plus a margin), predicted in one pass.
-    low, high = reduced.min(axis=0), reduced.max(axis=0)
-    margin = np.maximum((high - low) * 0.05, 1e-9)
-    low, high = low - margin, high + margin
-    xs, ys = np.linspace(low[0], high[0], GRID_POINTS), np.linspace(low[1], high[1], GRID_POINTS)
-    xx, yy = np.meshgrid(xs, ys)
-    regions = kmeans.predict(np.c_[xx.ravel(), yy.ravel()]).reshape(xx.shape)
-
-    plot_rows = _sample(len(reduced), MAX_PLOT_ROWS, rng)
-    points = reduced if plot_rows is None else reduced[plot_rows]
-
+    Only draws: evaluate computed the PCA, the KMeans fit and the region mesh (evaluate/projection.npz).
+    """
+    low_x, high_x, low_y, high_y = projection.extent
+    grid_rows, grid_cols = projection.regions.shape
     fig = _new_figure((8, 6.5))
     ax = fig.add_subplot()
-    ax.imshow(regions, interpolation="nearest", extent=(low[0], high[0], low[1], high[1]),
+    ax.imshow(projection.regions, interpolation="nearest", extent=(low_x, high_x, low_y, high_y),
               cmap="Paired", aspect="auto", origin="lower")
+    points = projection.points
     ax.plot(points[:, 0], points[:, 1], "k.", markersize=2, label="samples")
-    centroids = kmeans.cluster_centers_
+    centroids = projection.centroids
     ax.scatter(centroids[:, 0], centroids[:, 1], marker="x", s=169, linewidths=3, color="w", zorder=10,
                label="centroids")
     ax.legend(loc="upper right", facecolor="0.55", framealpha=0.9, labelcolor="w", markerscale=1.5)
@@ -93,22 +69,23 @@ def decision_regions(features: np.ndarray, n_clusters: int, seed: int, *, digits
     ax.set_title(f"K-means clustering on {what} (PCA-reduced data)\nCentroids are marked with white cross")
     ax.set_xlabel("first principal component")
     ax.set_ylabel("second principal component")
-    ax.set_xlim(low[0], high[0])
-    ax.set_ylim(low[1], high[1])
+    ax.set_xlim(low_x, high_x)
+    ax.set_ylim(low_y, high_y)
     ax.set_xticks(())
     ax.set_yticks(())
 
+    seed, k = projection.seed, projection.n_clusters
     caption = (f"As in the scikit-learn demo: the data reduced to 2-D by PCA(n_components=2), then "
-               f"KMeans(init=\"k-means++\", n_clusters={kmeans.n_clusters}, n_init=4, random_state={seed}) "
-               f"fitted on the reduced data; the background colours each point of a {GRID_POINTS}×{GRID_POINTS} "
+               f"KMeans(init=\"k-means++\", n_clusters={k}, n_init=4, random_state={seed}) "
+               f"fitted on the reduced data; the background colours each point of a {grid_cols}×{grid_rows} "
                "grid by the cluster it is assigned to. This is a 2-D illustration, not the model of the table.")
-    if fit_rows is not None:
-        caption += (f" PCA and KMeans were fitted on a random sample (seed {seed}) of {len(fit_rows):,} of "
-                    f"the {n:,} samples.")
-    if plot_rows is not None:
-        caption += (f" The dots show a random sample (seed {seed}) of {len(plot_rows):,} of the "
-                    f"{len(reduced):,} fitted points.")
-    alt = f"Decision regions of {kmeans.n_clusters} K-means clusters on PCA-reduced data, with centroids."
+    if projection.n_fitted < projection.n_samples:
+        caption += (f" PCA and KMeans were fitted on a random sample (seed {seed}) of {projection.n_fitted:,} of "
+                    f"the {projection.n_samples:,} samples.")
+    if len(points) < projection.n_fitted:
+        caption += (f" The dots show a random sample (seed {seed}) of {len(points):,} of the "
+                    f"{projection.n_fitted:,} fitted points.")
+    alt = f"Decision regions of {k} K-means clusters on PCA-reduced data, with centroids."
     return Figure(_png(fig), alt, caption)
 
 
@@ -140,12 +117,20 @@ def center_images(centers: np.ndarray, variant: str, cluster_sizes: np.ndarray) 
     return Figure(_png(fig), f"Cluster centers of variant {variant} as 8x8 grayscale images.", caption)
 
 
+def contingency_matrix(cluster_labels: np.ndarray, true_labels: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted distinct clusters and true labels, and the int64 count of samples of each pair
+    (rows: clusters, columns: true labels), as ``sklearn.metrics.cluster.contingency_matrix``."""
+    clusters, cluster_index = np.unique(np.asarray(cluster_labels), return_inverse=True)
+    truths, truth_index = np.unique(np.asarray(true_labels), return_inverse=True)
+    pairs = cluster_index.ravel().astype(np.int64) * len(truths) + truth_index.ravel()
+    table = np.bincount(pairs, minlength=len(clusters) * len(truths)).astype(np.int64)
+    return clusters, truths, table.reshape(len(clusters), len(truths))
+
+
 def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, variant: str) -> Figure:
     """Counts of samples per (cluster, true label), cluster rows, annotated while the grid is small."""
-    from sklearn.metrics.cluster import contingency_matrix
-
-    clusters, truths = np.unique(cluster_labels), np.unique(true_labels)
-    table = contingency_matrix(cluster_labels, true_labels)  # rows: clusters, columns: true labels
+    clusters, truths, table = contingency_matrix(cluster_labels, true_labels)  # rows: clusters
     n_rows, n_cols = table.shape
     fig = _new_figure((min(2.5 + 0.55 * n_cols, 11), min(1.8 + 0.42 * n_rows, 11)))
     ax = fig.add_subplot()
@@ -164,7 +149,7 @@ def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, var
     ax.set_xlabel("true label")
     ax.set_title(f"Samples per cluster and true label (variant {_text(variant)})")
     caption = (f"Contingency matrix of the best variant's {n_rows} clusters against the {n_cols} true "
-               "labels (sklearn.metrics.cluster.contingency_matrix): a clustering that recovers the labels "
+               "labels (as sklearn.metrics.cluster.contingency_matrix counts them): a clustering that recovers the labels "
                "puts one dark cell in each row.")
     return Figure(_png(fig), f"Heat map of sample counts per cluster and true label for variant {variant}.",
                   caption)

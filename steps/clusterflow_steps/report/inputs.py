@@ -5,17 +5,69 @@ Each file read is recorded in :attr:`RunInputs.read` so the report's manifest li
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clusterflow_steps.contract import MANIFEST, RunLayout, UserError, read_array, read_json
+from clusterflow_steps.contract import MANIFEST, RunLayout, UserError, read_array, read_json, require_input
 
 METRIC_KEYS = ("fit_seconds", "inertia", "homogeneity", "completeness", "v_measure", "adjusted_rand",
                "adjusted_mutual_info", "silhouette")
 LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})
+PROJECTION = "evaluate/projection.npz"  # written by evaluate (clusterflow_steps/evaluate/projection.py)
+MIN_PROJECTED_FEATURES = 2  # evaluate writes the projection for data with at least this many features
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The decision-region figure's data, as evaluate computed it: PCA to 2-D of (a sample of) the
+    features, KMeans fitted on them, and the cluster of each point of a mesh over ``extent``."""
+
+    points: np.ndarray  # (n, 2): the reduced points drawn as dots
+    centroids: np.ndarray  # (n_clusters, 2)
+    regions: np.ndarray  # (rows, columns) cluster of each mesh point; row 0 is the lowest y
+    extent: tuple[float, float, float, float]  # x low, x high, y low, y high
+    seed: int
+    n_samples: int  # rows of the feature matrix
+    n_fitted: int  # rows PCA and KMeans were fitted on
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.centroids)
+
+
+def read_projection(path: Path) -> Projection:
+    """Load and check ``evaluate/projection.npz``; raise :class:`UserError` when it is missing or damaged."""
+    require_input(path, "evaluate")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            fields = {name: archive[name] for name in ("points", "centroids", "regions", "extent", "seed",
+                                                        "n_samples", "n_fitted")}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise _damaged(path, f"is unreadable ({exc})", "evaluate") from None
+    points, centroids, regions, extent = (fields[k] for k in ("points", "centroids", "regions", "extent"))
+    scalars = [fields[k] for k in ("seed", "n_samples", "n_fitted")]
+    problem = None
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 1 or centroids.ndim != 2 \
+            or centroids.shape[1] != 2 or len(centroids) < 1:
+        problem = f"holds points of shape {points.shape} and centroids of shape {centroids.shape}, not (n, 2)"
+    elif regions.ndim != 2 or regions.size == 0 or regions.dtype.kind not in "iu" or extent.shape != (4,):
+        problem = f"holds a region grid of shape {regions.shape} ({regions.dtype}) and extent {extent.shape}"
+    elif any(s.shape != () or s.dtype.kind not in "iu" for s in scalars):
+        problem = "lacks its integer seed, n_samples and n_fitted"
+    elif not (np.isfinite(points).all() and np.isfinite(centroids).all() and np.isfinite(extent).all()):
+        problem = "holds non-finite coordinates"
+    elif regions.min() < 0 or regions.max() >= len(centroids):
+        problem = f"has region labels outside the {len(centroids)} clusters"
+    if problem:
+        raise _damaged(path, problem, "evaluate")
+    seed, n_samples, n_fitted = (int(s) for s in scalars)
+    return Projection(points=points.astype(np.float64, copy=False), centroids=centroids.astype(np.float64, copy=False),
+                      regions=regions, extent=tuple(float(v) for v in extent), seed=seed, n_samples=n_samples,
+                      n_fitted=n_fitted)
 
 
 @dataclass
@@ -29,6 +81,7 @@ class RunInputs:
     best: str
     best_labels: np.ndarray
     best_centers: np.ndarray
+    projection: Projection | None  # None when the data have fewer than MIN_PROJECTED_FEATURES features
     manifests: dict[str, dict[str, Any]]  # "prepare", "cluster/<variant>", "evaluate"
     read: dict[str, Path] = field(default_factory=dict)
 
@@ -130,6 +183,17 @@ def load_run(layout: RunLayout) -> RunInputs:
         raise _damaged(layout.run_dir / f"cluster/{best}/centers.npy", f"has shape {best_centers.shape}, "
                        f"not (n_clusters, {features.shape[1]})", step)
 
+    projection = None
+    if features.shape[1] >= MIN_PROJECTED_FEATURES:
+        path = layout.run_dir / PROJECTION
+        projection = read_projection(path)
+        read[PROJECTION] = path
+        expected_clusters = min(len(best_centers), projection.n_fitted)
+        if projection.n_samples != features.shape[0] or projection.n_clusters != expected_clusters:
+            raise _damaged(path, f"was computed for {projection.n_samples} samples and {projection.n_clusters} "
+                           f"clusters, but the run has {features.shape[0]} samples and its best variant {best} has "
+                           f"{len(best_centers)} clusters", "evaluate")
+
     return RunInputs(run_id=layout.run_id, features=features, true_labels=true_labels, metrics=metrics,
-                     best=best, best_labels=best_labels, best_centers=best_centers, manifests=manifests,
-                     read=read)
+                     best=best, best_labels=best_labels, best_centers=best_centers, projection=projection,
+                     manifests=manifests, read=read)
