@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-CHUNK_BYTES = 16 << 20  # rows per pass of the chunked standardisation: about this many bytes
+CHUNK_BYTES = 4 << 20  # rows per pass of the chunked standardisation: about this many bytes (the
+# scaler's float64 temporaries are a few times one chunk: 16 MiB chunks peaked 21 MiB higher at 1M)
 
 INITS = ("k-means++", "random", "pca")
 
