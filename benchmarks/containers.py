@@ -44,7 +44,7 @@ class StepTiming:
 
 def run_pipeline(client: docker.DockerClient, data_dir: Path, run_id: str, params: spec.PipelineParams,
                  *, peak_rss: bool = False) -> tuple[float, list[StepTiming]]:
-    """One local-runner run: its wall time and each task's timing, from the runner's own log."""
+    """One local-runner run, tasks one after another: its wall time and each task's timing."""
     marks: list[tuple[float, str]] = []
     output: dict[str, list[str]] = {}
 
@@ -54,7 +54,8 @@ def run_pipeline(client: docker.DockerClient, data_dir: Path, run_id: str, param
         elif line.startswith("[") and "] " in line:  # "[<task name>] <line>"; names may hold brackets
             output.setdefault(line[1:].split("] ", 1)[0], []).append(line)
 
-    runner = LocalRunner(_PeakRssClient(client) if peak_rss else client, data_dir, log=log)
+    # One task at a time (jobs=1): a task's wall runs from its start to the next task's start.
+    runner = LocalRunner(_PeakRssClient(client) if peak_rss else client, data_dir, log=log, jobs=1)
     started = time.perf_counter()
     runner.run(run_id, params, VERSION)
     ended = time.perf_counter()

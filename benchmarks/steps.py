@@ -56,7 +56,7 @@ def work(client: docker.DockerClient, repeats: int) -> tuple[Table, dict[str, di
     rerendered = {t.name for run in hits for t in run if not t.hit}  # the report: it shows run ids
     measured = {"wall": _per_step(misses, "wall"), "work": _per_step(misses, "work"),
                 "hit": _per_step(hits, "wall"), "hit_work": _per_step(hits, "work")}
-    table = Table("Per step: work vs overhead (digits, local runner), and cache hits",
+    table = Table("Per step: work vs overhead (digits, local runner, one task at a time), and cache hits",
                   ("task", "container wall", "step's own time (manifest)", "overhead (wall − own)",
                    "cache hit: container wall", "cache hit: step's own time"))
     for name, wall in measured["wall"].items():
