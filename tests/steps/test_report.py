@@ -240,55 +240,41 @@ def test_large_data_draw_the_same_sample_every_time(monkeypatch, tmp_path):
     assert first.shape == (projection.MAX_PLOT_ROWS, 2) and np.array_equal(first, second)
 
 
-def reference_decision_regions(features, n_clusters, seed, *, digits):
-    """The figure as the report drew it when it fitted PCA and KMeans itself (before evaluate did)."""
+def demo_projection(features, n_clusters, seed):
+    """The demo's final figure's data, as the report computed it before evaluate did: PCA to 2-D and
+    KMeans(k-means++, n_init=4) on a seeded sample of at most 50,000 rows, a 400 x 400 region mesh."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     rng = np.random.default_rng(seed)
     n = features.shape[0]
     fit_rows = None if n <= 50_000 else np.sort(rng.choice(n, size=50_000, replace=False))
-    data = np.asarray(features if fit_rows is None else features[fit_rows], dtype=np.float64)
-    reduced = PCA(n_components=2).fit_transform(data)
-    kmeans = KMeans(init="k-means++", n_clusters=min(n_clusters, len(reduced)), n_init=4,
-                    random_state=seed).fit(reduced)
+    reduced = PCA(n_components=2).fit_transform(np.asarray(features if fit_rows is None else features[fit_rows],
+                                                           dtype=np.float64))
+    kmeans = KMeans(init="k-means++", n_clusters=n_clusters, n_init=4, random_state=seed).fit(reduced)
     low, high = reduced.min(axis=0), reduced.max(axis=0)
     margin = np.maximum((high - low) * 0.05, 1e-9)
     low, high = low - margin, high + margin
     xx, yy = np.meshgrid(np.linspace(low[0], high[0], 400), np.linspace(low[1], high[1], 400))
     regions = kmeans.predict(np.c_[xx.ravel(), yy.ravel()]).reshape(xx.shape)
     plot_rows = None if len(reduced) <= 3_000 else np.sort(rng.choice(len(reduced), size=3_000, replace=False))
-    points = reduced if plot_rows is None else reduced[plot_rows]
-    fig = figures._new_figure((8, 6.5))
-    ax = fig.add_subplot()
-    ax.imshow(regions, interpolation="nearest", extent=(low[0], high[0], low[1], high[1]), cmap="Paired",
-              aspect="auto", origin="lower")
-    ax.plot(points[:, 0], points[:, 1], "k.", markersize=2, label="samples")
-    centroids = kmeans.cluster_centers_
-    ax.scatter(centroids[:, 0], centroids[:, 1], marker="x", s=169, linewidths=3, color="w", zorder=10,
-               label="centroids")
-    ax.legend(loc="upper right", facecolor="0.55", framealpha=0.9, labelcolor="w", markerscale=1.5)
-    what = "the digits dataset" if digits else "the dataset"
-    ax.set_title(f"K-means clustering on {what} (PCA-reduced data)\nCentroids are marked with white cross")
-    ax.set_xlabel("first principal component")
-    ax.set_ylabel("second principal component")
-    ax.set_xlim(low[0], high[0])
-    ax.set_ylim(low[1], high[1])
-    ax.set_xticks(())
-    ax.set_yticks(())
-    return figures._png(fig)
+    return (reduced if plot_rows is None else reduced[plot_rows], kmeans.cluster_centers_, regions,
+            (low[0], high[0], low[1], high[1]))
 
 
 @pytest.mark.parametrize("shape", [(1797, 64), (60_000, 3)])
-def test_the_figure_from_evaluates_projection_is_the_one_the_report_used_to_fit_itself(tmp_path, shape):
+def test_evaluates_projection_is_the_demos_pca_and_kmeans(tmp_path, shape):
     if shape[1] == 64:
         from sklearn.datasets import load_digits
         features = load_digits().data
     else:
         features = np.random.default_rng(3).normal(size=shape).astype(np.float32)
-    drawn = figures.decision_regions(projected(tmp_path, features, 10, seed=0), digits=shape[1] == 64)
-    expected = reference_decision_regions(features, 10, 0, digits=shape[1] == 64)
-    assert drawn.png == expected
+    written = projected(tmp_path, features, 10, seed=0)
+    points, centroids, regions, extent = demo_projection(features, 10, 0)
+    np.testing.assert_array_equal(written.points, points)
+    np.testing.assert_array_equal(written.centroids, centroids)
+    np.testing.assert_array_equal(written.regions, regions)
+    assert written.extent == extent
 
 
 def test_the_report_draws_what_evaluate_wrote(tmp_path, monkeypatch):
