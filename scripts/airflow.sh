@@ -15,6 +15,8 @@
 # Environment: AIRFLOW_HOME (default ./airflow-home, git-ignored), AIRFLOW_PORT (default 8080),
 # AIRFLOW_VENV (default ./.venv-airflow), CLUSTERFLOW_DATA_SOURCE (data root for the steps: an
 # absolute host path or a named Docker volume; default ./data), CLUSTERFLOW_IMAGE_TAG, DOCKER_HOST.
+# Airflow settings shared with the Compose stack (scheduler latency) come from
+# orchestration/airflow/settings.env; a variable already in the environment wins.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +25,7 @@ python=${PYTHON:-python3}
 requirements=$repo/orchestration/airflow/requirements.txt
 constraints=$repo/orchestration/airflow/constraints-3.3.2-py3.11.txt
 stamp=$venv/.clusterflow-installed
+settings=$repo/orchestration/airflow/settings.env
 
 log() { printf 'airflow.sh: %s\n' "$*" >&2; }
 
@@ -48,7 +51,20 @@ install() {
   log "installed: $("$venv/bin/airflow" version 2>/dev/null | tail -1)"
 }
 
+load_settings() {
+  # KEY=VALUE lines of settings.env, each exported unless the environment already sets it.
+  local line key
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    key=${line%%=*}
+    [ -n "${!key+set}" ] || export "$line"
+  done <"$settings"
+}
+
+settings_keys() { grep -o '^[A-Za-z_][A-Za-z0-9_]*=' "$settings" | tr -d =; }
+
 setup_env() {
+  load_settings
   export AIRFLOW_HOME=${AIRFLOW_HOME:-$repo/airflow-home}
   export AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
   export PATH="$venv/bin:$PATH"  # standalone starts its components as `airflow ...`
@@ -101,7 +117,7 @@ case "$cmd" in
     setup_env
     for v in AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__LOAD_EXAMPLES \
              AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS AIRFLOW__API__PORT AIRFLOW__API__BASE_URL \
-             AIRFLOW__CORE__EXECUTION_API_SERVER_URL CLUSTERFLOW_DATA_SOURCE PATH; do
+             AIRFLOW__CORE__EXECUTION_API_SERVER_URL CLUSTERFLOW_DATA_SOURCE PATH $(settings_keys); do
       printf 'export %s=%q\n' "$v" "${!v}"
     done
     ;;
@@ -123,7 +139,7 @@ case "$cmd" in
     exec airflow dags test digits_kmeans "$@"
     ;;
   help|-h|--help)
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     ;;
   *)
     log "unknown command '$cmd' (install, standalone, test, env, airflow)"

@@ -4,7 +4,21 @@
 # AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS (user:role,...), so the password comes from the
 # stack's .env instead of being generated and printed by the API server. `celery worker`
 # refuses to start unless the executor is CeleryExecutor (it would idle, taking no tasks).
+# Every component first gets the project's Airflow settings (orchestration/airflow/settings.env,
+# the same file scripts/airflow.sh reads), each unless the environment already sets it.
 set -eu
+settings=${CLUSTERFLOW_AIRFLOW_SETTINGS:-/etc/clusterflow/airflow-settings.env}
+if [ -f "$settings" ]; then
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in ''|'#'*) continue ;; esac
+    key=${line%%=*}
+    case $key in
+      ''|[0-9]*|*[!A-Za-z0-9_]*) echo "clusterflow-airflow: $settings: not KEY=VALUE: $line" >&2; exit 2 ;;
+    esac
+    eval "already=\${$key+set}"
+    [ -n "$already" ] || export "$line"
+  done <"$settings"
+fi
 if [ "${1:-}" = celery ] && [ "${2:-}" = worker ] && [ "${AIRFLOW__CORE__EXECUTOR:-}" != CeleryExecutor ]; then
   echo "clusterflow-airflow: a Celery worker needs AIRFLOW__CORE__EXECUTOR=CeleryExecutor (got" \
        "'${AIRFLOW__CORE__EXECUTOR:-}'): start the stack with AIRFLOW_EXECUTOR=CeleryExecutor" >&2
