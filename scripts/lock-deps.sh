@@ -69,7 +69,7 @@ compile() {
   # --no-config: ignore any user/system uv.toml (extra indexes); locks come from PyPI only.
   "$UV_BIN" pip compile --quiet --no-config --generate-hashes --universal \
     --python-version "$PYTHON_VERSION" --custom-compile-command "scripts/lock-deps.sh" \
-    "$@" "$in" -o "$target"
+    "$@" "$in" -o "$target" || { log "uv could not compile $in (see above)"; return 1; }
   if [ "$check" = 1 ]; then
     if ! diff -u "$out" "$target" >&2; then log "$out is out of date; run scripts/lock-deps.sh"; return 1; fi
     log "$out is up to date"

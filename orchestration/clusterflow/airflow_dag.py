@@ -119,8 +119,9 @@ named volume `{DEFAULT_DATA_SOURCE}`: an absolute host path (bind mount, writabl
 {spec.STEP_USER.split(':')[0]}) or a Docker volume name. Images `clusterflow/<step>:<tag>`, tag from env
 `{IMAGE_TAG_ENV}` (default the project version). Engine: `DOCKER_HOST`, else the local socket;
 env `{LAUNCHER_ENV}=swarm` runs each step as a one-shot Docker Swarm service instead of a container.
-Every container runs as {spec.STEP_USER} with no network, a read-only root filesystem, a tmpfs `/tmp`,
-all capabilities dropped and `no-new-privileges`.
+Every step runs as {spec.STEP_USER} with a read-only root filesystem, a tmpfs `/tmp` and all
+capabilities dropped; as a container (the default) also with no network and `no-new-privileges`,
+which a Swarm service spec on Engine 20.10 cannot express.
 """
 
 

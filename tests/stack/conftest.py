@@ -28,7 +28,7 @@ from tests.containers.conftest import docker_cli, engine  # noqa: F401  (shared 
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-DAG_ID = "digits_kmeans"
+DAG_ID = spec.DAG_ID
 LONG_RUNNING = ("postgres", "socket-proxy", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer")
 RUN_DONE = ("success", "failed")
