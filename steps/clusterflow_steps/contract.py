@@ -40,6 +40,11 @@ MANIFEST_SCHEMA = "clusterflow.manifest/1"
 IMAGE_ENV = "CLUSTERFLOW_IMAGE"
 IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
 NO_CACHE: dict[str, Any] = {"key": None, "hit": False, "reason": "image digest unknown"}
+# evaluate/projection.npz: the data of the report's PCA-reduced figure, one array per field, written
+# by evaluate (evaluate/projection.py) and drawn by the report, whose image has no scikit-learn.
+PROJECTION = "projection.npz"
+PROJECTION_FIELDS = ("points", "centroids", "regions", "extent", "seed", "n_samples", "n_fitted")
+PROJECTION_MIN_FEATURES = 2  # PCA to 2-D needs 2 features; with fewer, evaluate writes no projection
 RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "joblib", "click", "matplotlib")
 
 

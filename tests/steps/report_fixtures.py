@@ -21,6 +21,7 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from clusterflow_steps import contract
 from clusterflow_steps.contract import RunLayout, save_array, save_json, step_output
 from clusterflow_steps.evaluate import projection
 
@@ -96,8 +97,8 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
             "quality_gate": {"passed": not gate_failures, "failures": list(gate_failures),
                              "thresholds": {"min_ari": 0.99 if gate_failures else None, "min_silhouette": None}},
         })
-        if features.shape[1] >= projection.MIN_FEATURES:  # as the evaluate step does
-            projection.save(run.out / projection.PROJECTION, projection.compute(features, k, seed=0))
+        if features.shape[1] >= contract.PROJECTION_MIN_FEATURES:  # as the evaluate step does
+            projection.save(run.out / contract.PROJECTION, projection.compute(features, k, seed=0))
         run.results.update(best=best)
         run.exit_status = 3 if gate_failures else 0
     return layout

@@ -4,7 +4,7 @@ data, and the cluster of every point of a GRID_POINTS x GRID_POINTS mesh over th
 
 Bounded at any size: PCA and KMeans fit a seeded sample of at most MAX_FIT_ROWS rows of the
 memory-mapped features (only those rows are read), and at most MAX_PLOT_ROWS of the reduced
-points are kept for drawing. Written as ``evaluate/projection.npz`` (:data:`FIELDS`), which the
+points are kept for drawing. Written as ``evaluate/projection.npz`` (``contract.PROJECTION_FIELDS``), which the
 report reads with numpy alone. scikit-learn is imported by :func:`compute`, not with this module.
 """
 
@@ -17,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECTION = "projection.npz"
-MIN_FEATURES = 2  # PCA to 2-D needs at least 2 features; with fewer, evaluate writes no projection
+from clusterflow_steps.contract import PROJECTION_FIELDS
+
 GRID_POINTS = 400  # decision-region mesh: GRID_POINTS x GRID_POINTS, whatever the data's size
 MAX_FIT_ROWS = 50_000  # PCA and KMeans of the decision-region figure fit at most this many rows
 MAX_PLOT_ROWS = 3_000  # ... and the figure draws at most this many points (page weight: see the README)
 N_INIT = 4
-# projection.npz: one array per field (the report's inputs.py reads the same names).
-FIELDS = ("points", "centroids", "regions", "extent", "seed", "n_samples", "n_fitted")
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray | None:
 
 
 def compute(features: np.ndarray, n_clusters: int, seed: int) -> Projection:
-    """The demo's final figure's data for ``features`` (2-D, at least :data:`MIN_FEATURES` columns)."""
+    """The demo's final figure's data for ``features`` (2-D, at least ``contract.PROJECTION_MIN_FEATURES`` columns)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -85,7 +83,7 @@ def save(path: Path, projection: Projection) -> Path:
               "extent": projection.extent, "seed": np.int64(projection.seed),
               "n_samples": np.int64(projection.n_samples), "n_fitted": np.int64(projection.n_fitted)}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in FIELDS:
+        for name in PROJECTION_FIELDS:
             member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             member.compress_type = zipfile.ZIP_DEFLATED
             member.external_attr = 0o644 << 16

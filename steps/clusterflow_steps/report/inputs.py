@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from clusterflow_steps.contract import MANIFEST, RunLayout, UserError, read_array, read_json, require_input
+from clusterflow_steps.contract import (MANIFEST, PROJECTION_FIELDS, PROJECTION_MIN_FEATURES, RunLayout, UserError,
+                                        read_array, read_json, require_input)
+from clusterflow_steps.contract import PROJECTION as PROJECTION_FILE
 
 METRIC_KEYS = ("fit_seconds", "inertia", "homogeneity", "completeness", "v_measure", "adjusted_rand",
                "adjusted_mutual_info", "silhouette")
 LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})
-PROJECTION = "evaluate/projection.npz"  # written by evaluate (clusterflow_steps/evaluate/projection.py)
-MIN_PROJECTED_FEATURES = 2  # evaluate writes the projection for data with at least this many features
+PROJECTION = f"evaluate/{PROJECTION_FILE}"
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,7 @@ def read_projection(path: Path) -> Projection:
     require_input(path, "evaluate")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            fields = {name: archive[name] for name in ("points", "centroids", "regions", "extent", "seed",
-                                                        "n_samples", "n_fitted")}
+            fields = {name: archive[name] for name in PROJECTION_FIELDS}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise _damaged(path, f"is unreadable ({exc})", "evaluate") from None
     points, centroids, regions, extent = (fields[k] for k in ("points", "centroids", "regions", "extent"))
@@ -81,7 +81,7 @@ class RunInputs:
     best: str
     best_labels: np.ndarray
     best_centers: np.ndarray
-    projection: Projection | None  # None when the data have fewer than MIN_PROJECTED_FEATURES features
+    projection: Projection | None  # None when the data have fewer than PROJECTION_MIN_FEATURES features
     manifests: dict[str, dict[str, Any]]  # "prepare", "cluster/<variant>", "evaluate"
     read: dict[str, Path] = field(default_factory=dict)
 
@@ -184,7 +184,7 @@ def load_run(layout: RunLayout) -> RunInputs:
                        f"not (n_clusters, {features.shape[1]})", step)
 
     projection = None
-    if features.shape[1] >= MIN_PROJECTED_FEATURES:
+    if features.shape[1] >= PROJECTION_MIN_FEATURES:
         path = layout.run_dir / PROJECTION
         projection = read_projection(path)
         read[PROJECTION] = path
