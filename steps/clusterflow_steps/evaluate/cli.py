@@ -39,16 +39,24 @@ def variant_inputs(layout: RunLayout, variant: str) -> dict[str, Path]:
             f"{variant}/labels": require_input(folder / "labels.npy", step)}
 
 
+def variant_results(layout: RunLayout, variant: str, *keys: str) -> dict[str, Any]:
+    """The ``results`` of a cluster variant's manifest; :class:`UserError` unless it has ``keys``."""
+    step = f"cluster (--variant {variant})"
+    path = layout.step_dir("cluster", variant) / MANIFEST
+    manifest = read_json(path, step)
+    results = manifest.get("results") if isinstance(manifest, dict) else None
+    if not isinstance(results, dict) or not set(keys) <= results.keys():
+        raise UserError(f"{path} lacks the {' and '.join(keys)} result{'s' if len(keys) > 1 else ''}: "
+                        f"re-run the {step} step")
+    return results
+
+
 def variant_row(layout: RunLayout, variant: str, features: np.ndarray, true_labels: np.ndarray | None,
                 seed: int) -> dict[str, Any]:
     """Score one cluster variant."""
     step = f"cluster (--variant {variant})"
     folder = layout.step_dir("cluster", variant)
-    manifest = read_json(folder / MANIFEST, step)
-    results = manifest.get("results") if isinstance(manifest, dict) else None
-    if not isinstance(results, dict) or not {"inertia", "fit_seconds"} <= results.keys():
-        raise UserError(f"{folder / MANIFEST} lacks the inertia and fit_seconds results: "
-                        f"re-run the {step} step")
+    results = variant_results(layout, variant, "inertia", "fit_seconds")
     labels = read_array(folder / "labels.npy", step)
     if labels.shape != (len(features),):
         raise UserError(f"{folder / 'labels.npy'} has shape {labels.shape} but prepare/features.npy has "
@@ -59,12 +67,10 @@ def variant_row(layout: RunLayout, variant: str, features: np.ndarray, true_labe
 
 def variant_n_clusters(layout: RunLayout, variant: str) -> int:
     """The number of clusters the cluster step fitted for ``variant`` (its manifest's results)."""
-    path = layout.step_dir("cluster", variant) / MANIFEST
-    manifest = read_json(path, f"cluster (--variant {variant})")
-    results = manifest.get("results") if isinstance(manifest, dict) else None
-    value = results.get("n_clusters") if isinstance(results, dict) else None
+    value = variant_results(layout, variant, "n_clusters")["n_clusters"]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{path} lacks the n_clusters result: re-run the cluster (--variant {variant}) step")
+        raise UserError(f"{layout.step_dir('cluster', variant) / MANIFEST} lacks the n_clusters result: "
+                        f"re-run the cluster (--variant {variant}) step")
     return value
 
 
