@@ -24,6 +24,12 @@ INITS = ("k-means++", "random", "pca")
 BUILTIN_DATASETS = ("digits", "synthetic")
 DATA_MOUNT = "/data"
 INPUT_MOUNT = "/input"
+# The step cache store (clusterflow_steps.cache): its own mount over /data/cache, read-only in every
+# step container; only a task's commit container (the step's own command + COMMIT_CACHE_FLAG)
+# mounts it read-write, with the data root read-only. So no step can plant an entry.
+CACHE_MOUNT = f"{DATA_MOUNT}/cache"
+CACHE_SOURCE_ENV = "CLUSTERFLOW_CACHE_SOURCE"
+COMMIT_CACHE_FLAG = "--commit-cache"
 IMAGE_REPOSITORY = "clusterflow"
 IMAGE_ENV = "CLUSTERFLOW_IMAGE"
 IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
@@ -38,9 +44,10 @@ DAG_ID = "digits_kmeans"  # the Airflow rendering's DAG (its runs are what the U
 CONTAINER_POLICY: dict[str, Any] = {
     "network_mode": "none",
     "read_only": True,
-    "tmpfs": {"/tmp": "rw,nosuid,nodev,size=512m"},
+    "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=512m"},
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
+    "pids_limit": 256,
 }
 
 # Resource limits of every step container: deployment settings (env of the runner / the Airflow
@@ -191,10 +198,20 @@ class Task:
     command: tuple[str, ...]
     variant: str | None = None
     runs_after_gate_failure: bool = False
+    commits_cache: bool = True  # its outputs go into the cache store (the report's show run ids)
 
     @property
     def name(self) -> str:
         return f"{self.step}[{self.variant}]" if self.variant else self.step
+
+    @property
+    def is_commit(self) -> bool:
+        return COMMIT_CACHE_FLAG in self.command
+
+    def commit(self) -> Task:
+        """The container that, after this task succeeded, puts its outputs into the cache store:
+        the same command (so the step derives the same cache key) with ``--commit-cache``."""
+        return dataclasses.replace(self, command=(*self.command, COMMIT_CACHE_FLAG))
 
 
 def image_ref(step: str, tag: str, repository: str = IMAGE_REPOSITORY) -> str:
@@ -215,9 +232,22 @@ def dataset_in_container(dataset: str) -> str:
     return f"{INPUT_MOUNT}/{Path(dataset).name}"
 
 
-def mounts(data_source: str, dataset: str = "digits") -> list[Mount]:
-    """The data root at ``/data``; a user dataset outside it read-only under ``/input``."""
-    found = [Mount(data_source, DATA_MOUNT)]
+def cache_source(data_source: str, environ: typing.Mapping[str, str] | None = None) -> str:
+    """Where the cache store lives: ``$CLUSTERFLOW_CACHE_SOURCE``, else beside the data root
+    (``<path>/cache`` for a host path, the volume ``<name>-cache`` for a named volume)."""
+    explicit = ((os.environ if environ is None else environ).get(CACHE_SOURCE_ENV) or "").strip()
+    if explicit:
+        return explicit
+    return f"{data_source.rstrip('/')}/cache" if data_source.startswith("/") else f"{data_source}-cache"
+
+
+def mounts(data_source: str, dataset: str = "digits", *, cache: str | None = None,
+           commit: bool = False) -> list[Mount]:
+    """The data root at ``/data`` and the cache store over ``/data/cache`` (read-only for a step;
+    for a ``commit`` container the other way round); a user dataset outside the data root
+    read-only under ``/input``."""
+    found = [Mount(data_source, DATA_MOUNT, read_only=commit),
+             Mount(cache or cache_source(data_source), CACHE_MOUNT, read_only=not commit)]
     if dataset_in_container(dataset) != dataset:
         found.append(Mount(str(Path(dataset).resolve()), dataset_in_container(dataset), read_only=True))
     return found
@@ -241,7 +271,7 @@ def stages(run_id: str, params: PipelineParams, tag: str,
     """The pipeline in order; tasks within a stage are independent of each other."""
     def task(step: str, variant: str | None = None) -> Task:
         return Task(step, image_ref(step, tag, repository), command(step, run_id, params, variant),
-                    variant, runs_after_gate_failure=step == "report")
+                    variant, runs_after_gate_failure=step == "report", commits_cache=step != "report")
 
     return [[task("prepare")], [task("cluster", init) for init in params.inits],
             [task("evaluate")], [task("report")]]
@@ -255,7 +285,8 @@ def labels(dag_id: str, run_id: str, task: Task, try_number: int = 1) -> dict[st
 
 def container_name(run_id: str, task: Task) -> str:
     """The one name a task's container has in a run (the DAG's), so a retry finds an earlier try's."""
-    return f"clusterflow.{run_id}." + re.sub(r"[^A-Za-z0-9_.-]", "-", task.name.replace("[", ".").rstrip("]"))
+    name = f"clusterflow.{run_id}." + re.sub(r"[^A-Za-z0-9_.-]", "-", task.name.replace("[", ".").rstrip("]"))
+    return f"{name}.commit" if task.is_commit else name
 
 
 def step_environment(image: str, digest: str | None) -> dict[str, str]:
