@@ -1,27 +1,76 @@
-"""A host data root made ready for a run's step containers (both renderings use this)."""
+"""A host data root made ready for a run's step containers (both renderings use this).
+
+Step containers can write the data root, and the orchestrator may be root: a step can plant
+``runs/<next run id> -> /etc``. So nothing here follows a symlink. Each directory is opened
+from its parent's file descriptor with ``O_NOFOLLOW``, and ownership is set on that descriptor.
+Only what this call created is handed to the steps' user; nothing is walked.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from clusterflow import spec
 
-CACHE = "cache"  # the steps' shared content-addressed store (clusterflow_steps.cache)
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class UnsafeDataRoot(ValueError):
+    """A run directory, ``runs/`` or cache store that is a symlink or not a directory (one line)."""
 
 
 def prepare_run_dir(data_root: Path, run_id: str) -> Path:
-    """Create ``runs/<run_id>`` and the cache store; as root, hand both to the steps' user.
+    """Create ``runs/<run_id>`` and the host cache store; as root, hand what it created to the steps' user.
 
     Steps run as the images' non-root user when the orchestrator is root (otherwise as the
-    orchestrator's own uid, which owns what it just created).
+    orchestrator's own uid, which owns what it just created). The data root itself, and the
+    parent of a cache store outside it, are the operator's paths and may be symlinks. Raises
+    :class:`UnsafeDataRoot` (a ``ValueError``) for a symlink or non-directory below them.
     """
-    run_dir = data_root / "runs" / spec.validate_run_id(run_id)
-    store = data_root / CACHE
-    run_dir.mkdir(parents=True, exist_ok=True)
-    store.mkdir(exist_ok=True)
-    if os.getuid() == 0:
-        uid, gid = (int(x) for x in spec.STEP_USER.split(":"))
-        for path in (run_dir.parent, run_dir, *run_dir.rglob("*"), store, *store.rglob("*")):
-            os.chown(path, uid, gid, follow_symlinks=False)
-    return run_dir
+    run_id = spec.validate_run_id(run_id)
+    owner = tuple(int(x) for x in spec.STEP_USER.split(":")) if os.getuid() == 0 else None
+    _make_dirs(data_root, ("runs", run_id), owner)
+    store = spec.cache_source(str(data_root))
+    if store.startswith("/"):  # otherwise a Docker volume: the engine initialises it
+        store_path, root = Path(os.path.normpath(store)), Path(os.path.normpath(data_root))
+        if store_path.is_relative_to(root) and store_path != root:
+            _make_dirs(data_root, store_path.relative_to(root).parts, owner)
+        else:
+            _make_dirs(store_path.parent, (store_path.name,), owner)
+    return data_root / "runs" / run_id
+
+
+def _make_dirs(base: Path, names: tuple[str, ...], owner: tuple[int, ...] | None) -> None:
+    """``base/names[0]/names[1]/...``, each component created if missing and never followed."""
+    os.makedirs(base, exist_ok=True)
+    fd = os.open(base, _DIRECTORY)
+    try:
+        where = base
+        for name in names:
+            where = where / name
+            try:
+                os.mkdir(name, dir_fd=fd)
+                created = True
+            except FileExistsError:
+                created = False
+            child = _open_dir(fd, name, where)
+            os.close(fd)
+            fd = child
+            if created and owner:
+                os.chown(fd, *owner)
+    finally:
+        os.close(fd)
+
+
+def _open_dir(parent: int, name: str, where: Path) -> int:
+    try:
+        return os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        link = stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+        raise UnsafeDataRoot(f"{where} is {'a symlink' if link else 'not a directory'}: refusing to use "
+                             "it (the steps can write the data root); remove it and run again") from None
