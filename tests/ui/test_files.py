@@ -55,12 +55,93 @@ def test_refuses_symlinks_that_leave_the_data_root(root):
         assert refused.value.status == 404 and str(refused.value).startswith("not found")
 
 
-def test_a_symlink_inside_the_data_root_is_followed_but_a_fifo_is_not_read(root):
+def test_no_symlink_is_followed_even_inside_the_data_root(root):
+    """Steps write plain files; a symlink in a run was planted by whoever can write the data root."""
     (root / "runs/r1/prepare/manifest.json").symlink_to(root / "runs/r1/evaluate/metrics.json")
-    assert files.read(root, "r1", "prepare/manifest.json") == b"{}"
+    (root / "runs/r1/linked").symlink_to("cluster")
+    (root / "runs/alias").symlink_to("r1")
+    for run_id, relative in (("r1", "prepare/manifest.json"), ("r1", "linked/k-means++/manifest.json"),
+                             ("alias", "evaluate/metrics.json")):
+        with pytest.raises(files.NotServed) as refused:
+            files.read(root, run_id, relative)
+        assert refused.value.status == 404 and not files.is_served(root, run_id, relative)
+
+
+def test_a_fifo_is_not_opened_for_reading_and_never_hangs(root):
     os.mkfifo(root / "runs/r1/report/manifest.json")
-    with pytest.raises(files.NotServed):
+    with pytest.raises(files.NotServed) as refused:
         files.read(root, "r1", "report/manifest.json")
+    assert refused.value.status == 404
+
+
+def test_a_file_over_32_mib_is_refused_with_a_413(root):
+    report = root / "runs/r1/report/report.html"
+    with report.open("r+b") as file:
+        file.truncate(32 * 1024 * 1024)  # sparse: the limit itself is served
+    assert len(files.read(root, "r1", "report/report.html")) == 32 * 1024 * 1024
+    with report.open("r+b") as file:
+        file.truncate(32 * 1024 * 1024 + 1)
+    with pytest.raises(files.NotServed) as refused:
+        files.read(root, "r1", "report/report.html")
+    assert refused.value.status == 413 and "\n" not in str(refused.value)
+    assert not files.is_served(root, "r1", "report/report.html")
+
+
+# --- the directory-swap race, made deterministic: the swap happens inside the request ---------------
+
+SWAPPED = ["runs", "runs/r1", "runs/r1/report"]
+
+
+@pytest.mark.parametrize("swapped", SWAPPED)
+def test_a_directory_swapped_for_a_symlink_mid_request_serves_nothing_from_outside(root, monkeypatch, swapped):
+    """Just before the request opens ``swapped`` (alone, or as part of a longer path), the directory
+    is moved aside and a symlink to a copy outside the data root, holding a secret report, put in
+    its place. The request must fail, not serve the secret."""
+    elsewhere = root.parent / "elsewhere"
+    (elsewhere / "runs/r1/report").mkdir(parents=True)
+    (elsewhere / "runs/r1/report/report.html").write_text("SECRET")
+    real_open, swaps = os.open, []
+
+    def open_after_a_swap(path, flags, mode=0o777, *, dir_fd=None):
+        name = os.fspath(path)
+        opens_it = name == swapped.rsplit("/", 1)[-1] if dir_fd is not None else (
+            name.startswith(str(root) + "/") and os.path.relpath(name, root).startswith(swapped + "/"))
+        if opens_it and not swaps:
+            (root / swapped).rename(root / f"{swapped}.moved")
+            (root / swapped).symlink_to(elsewhere / swapped)
+            swaps.append(name)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", open_after_a_swap)
+    with pytest.raises(files.NotServed) as refused:
+        files.read(root, "r1", "report/report.html")
+    assert swaps, "the request never opened the swapped directory"
+    assert refused.value.status == 404 and str(refused.value) == "not found: runs/r1/report/report.html"
+
+
+def test_a_file_swapped_for_a_symlink_after_its_directory_was_opened_is_not_served(root, monkeypatch):
+    real_open, swaps = os.open, []
+    report = root / "runs/r1/report/report.html"
+
+    def open_after_a_swap(path, flags, mode=0o777, *, dir_fd=None):
+        if os.fspath(path) in ("report.html", str(report)) and not swaps:
+            report.unlink()
+            report.symlink_to(root.parent / "secret.json")
+            swaps.append(path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", open_after_a_swap)
+    with pytest.raises(files.NotServed) as refused:
+        files.read(root, "r1", "report/report.html")
+    assert swaps and refused.value.status == 404
+
+
+def test_runs_that_is_a_symlink_lists_nothing(root, tmp_path):
+    (tmp_path / "other").mkdir()
+    (root / "runs").rename(tmp_path / "other/runs")
+    (root / "runs").symlink_to(tmp_path / "other/runs")
+    assert files.run_ids(root) == []
+    assert not files.is_served(root, "r1", "report/report.html")
 
 
 def test_missing_files_and_directories_are_404(root):

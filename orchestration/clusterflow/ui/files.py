@@ -1,13 +1,19 @@
-"""Reading a run's files from the data root: read-only, an allow-list of names, never outside it."""
+"""Reading a run's files from the data root: read-only, an allow-list of names, never outside it.
+
+Steps can write the data root, so no path is resolved and then opened: every component is opened
+from its parent's directory fd with ``O_NOFOLLOW``, and the checks are made on the final fd.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from clusterflow_steps.naming import RUN_ID
 
@@ -17,6 +23,8 @@ DEFAULT_DATA_ROOT = "/data"
 SERVED = ("report.html", "metrics.json", "manifest.json")
 MAX_BYTES = 32 * 1024 * 1024
 _COMPONENT = re.compile(r"[A-Za-z0-9._+-]{1,128}")
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_FOUND = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.ENXIO)
 
 
 class NotServed(Exception):
@@ -40,12 +48,9 @@ def data_root(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(source) if os.path.isabs(source) else Path(DEFAULT_DATA_ROOT)
 
 
-def resolve(root: Path, run_id: str, relative: str) -> str:
-    """The real path of ``runs/<run_id>/<relative>`` under ``root``; raise :class:`NotServed`.
-
-    Refused: a run id that breaks the contract's rule, an absolute or ``..`` path, a name not in
-    :data:`SERVED`, and anything whose real path (symlinks followed) leaves the data root.
-    """
+def _names(run_id: str, relative: str) -> list[str]:
+    """``relative``'s components; raise :class:`NotServed` (400) for an invalid run id, an absolute
+    or ``..`` path, or a name not in :data:`SERVED`."""
     if RUN_ID.problem(run_id):
         raise NotServed(f"no such run: {run_id!r} is not a valid run id", 400)
     parts = relative.split("/")
@@ -53,20 +58,33 @@ def resolve(root: Path, run_id: str, relative: str) -> str:
         raise NotServed(f"refused path {relative!r}: only plain names below the run directory", 400)
     if parts[-1] not in SERVED:
         raise NotServed(f"refused path {relative!r}: only {', '.join(SERVED)} are served", 400)
-    base = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(base, "runs", run_id, *parts))
-    if os.path.commonpath([base, real]) != base:
-        raise NotServed(f"not found: runs/{run_id}/{relative}")
-    return real
+    return parts
 
 
-def read(root: Path, run_id: str, relative: str) -> bytes:
-    """The bytes of a served file of a run (see :func:`resolve`); raise :class:`NotServed`."""
-    path = resolve(root, run_id, relative)
-    try:  # O_NOFOLLOW: a symlink swapped in after resolve() is refused; O_NONBLOCK: a FIFO never hangs
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def _open_beneath(root: Path, names: list[str], flags: int) -> int:
+    """An fd of ``root/names...``, each component opened from its parent's fd without following a
+    symlink. So a directory swapped for a symlink mid-request is refused, not followed. ``root``
+    is the operator's setting and may itself be a symlink."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names[:-1]:
+            child = os.open(name, _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(names[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _served_file(root: Path, run_id: str, relative: str) -> Iterator[BinaryIO]:
+    """The open served file ``runs/<run_id>/<relative>``: a regular file of at most :data:`MAX_BYTES`
+    (checked on the open descriptor), never a symlink; raise :class:`NotServed`."""
+    names = ["runs", run_id, *_names(run_id, relative)]
+    try:  # O_NONBLOCK: a FIFO never hangs the open
+        fd = _open_beneath(root, names, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.ENXIO):
+        if exc.errno not in _NOT_FOUND:
             raise
         raise NotServed(f"not found: runs/{run_id}/{relative}") from None
     with os.fdopen(fd, "rb") as file:
@@ -75,13 +93,34 @@ def read(root: Path, run_id: str, relative: str) -> bytes:
             raise NotServed(f"not found: runs/{run_id}/{relative}")
         if info.st_size > MAX_BYTES:
             raise NotServed(f"runs/{run_id}/{relative} is larger than {MAX_BYTES:,} bytes", 413)
+        yield file
+
+
+def read(root: Path, run_id: str, relative: str) -> bytes:
+    """The bytes of a served file of a run (see :func:`_served_file`); raise :class:`NotServed`."""
+    with _served_file(root, run_id, relative) as file:
         return file.read(MAX_BYTES)
+
+
+def is_served(root: Path, run_id: str, relative: str) -> bool:
+    """Whether :func:`read` would serve ``runs/<run_id>/<relative>``, without reading it."""
+    try:
+        with _served_file(root, run_id, relative):
+            return True
+    except NotServed:
+        return False
 
 
 def run_ids(root: Path) -> list[str]:
     """The run directories (not symlinks) under ``root/runs`` whose names obey the run id rule."""
     try:
-        entries = list(os.scandir(os.path.join(root, "runs")))
-    except (FileNotFoundError, NotADirectoryError):
+        fd = _open_beneath(root, ["runs"], _DIRECTORY)
+    except OSError as exc:
+        if exc.errno not in _NOT_FOUND:
+            raise
         return []
-    return sorted(e.name for e in entries if RUN_ID.problem(e.name) is None and e.is_dir(follow_symlinks=False))
+    try:
+        with os.scandir(fd) as entries:
+            return sorted(e.name for e in entries if RUN_ID.problem(e.name) is None and e.is_dir(follow_symlinks=False))
+    finally:
+        os.close(fd)

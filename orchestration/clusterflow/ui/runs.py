@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,15 +84,11 @@ def summarize(root: Path, run_id: str) -> RunSummary:
     cluster = _json(root, run_id, f"cluster/{best or (variants or ['-'])[0]}/manifest.json")
     best_scores = _dict(_dict(metrics.get("variants")).get(best))
     gate, detail = _gate(metrics, evaluate)
-    try:
-        has_report = os.path.isfile(files.resolve(root, run_id, "report/report.html"))
-    except files.NotServed:
-        has_report = False
     return RunSummary(
         run_id=run_id, date=prepare.get("started_at") or evaluate.get("finished_at"),
         params=_params(prepare, cluster, evaluate, variants), best=best,
         scores={k: best_scores[k] if is_number(best_scores.get(k)) else None for k in METRICS},
-        gate=gate, gate_detail=detail, has_report=has_report)
+        gate=gate, gate_detail=detail, has_report=files.is_served(root, run_id, "report/report.html"))
 
 
 def load_runs(root: Path) -> list[RunSummary]:
