@@ -94,17 +94,20 @@ require_engine() {
 }
 
 data_root() {
-  # A host data root must be writable by the steps' user (10001): as root, the DAG's plan task
-  # gives it each run's directory; otherwise say what to do. A named volume needs nothing.
+  # A host data root: the DAG's plan task creates each run's directory there and, as root, hands
+  # it (only it, never following a symlink) to the steps' user 10001. Any other uid creates run
+  # directories 10001 cannot write, and making the data root world-writable would let anyone
+  # plant files the steps and the UI read: say so. A named volume needs nothing.
   local dir=$CLUSTERFLOW_DATA_SOURCE
   case "$dir" in
     /*) mkdir -p "$dir" ;;
     *) return 0 ;;
   esac
-  if [ "$(id -u)" -ne 0 ] && [ "$(ls -nd "$dir" | awk '{print $3}')" != 10001 ] && [ -z "$(find "$dir" -maxdepth 0 -perm -0002)" ]; then
-    log "warning: the steps run as uid 10001 and cannot write $dir: 'chmod 1777 $dir', or set"
-    log "  CLUSTERFLOW_DATA_SOURCE to a Docker volume name (e.g. clusterflow-data)"
-  fi
+  case "$(id -u)" in
+    0 | 10001) ;;
+    *) log "warning: the steps run as uid 10001 and cannot write the run directories uid $(id -u) makes in $dir:"
+       log "  run this as root, or set CLUSTERFLOW_DATA_SOURCE to a Docker volume name (e.g. clusterflow-data)" ;;
+  esac
 }
 
 cmd=${1:-help}
