@@ -3,7 +3,7 @@
 Layout under the data root (``/data`` in every container)::
 
     runs/<run_id>/prepare/{features.npy,labels.npy,manifest.json}
-    runs/<run_id>/cluster/<variant>/{model.joblib,labels.npy,centers.npy,manifest.json}
+    runs/<run_id>/cluster/<variant>/{model.joblib,model.npz,labels.npy,centers.npy,manifest.json}
     runs/<run_id>/evaluate/{metrics.json,manifest.json}
     runs/<run_id>/report/{report.html,manifest.json}
 
@@ -25,6 +25,7 @@ import platform
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,13 @@ NO_CACHE: dict[str, Any] = {"key": None, "hit": False, "reason": "image digest u
 PROJECTION = "projection.npz"
 PROJECTION_FIELDS = ("points", "centroids", "regions", "extent", "seed", "n_samples", "n_fitted")
 PROJECTION_MIN_FEATURES = 2  # PCA to 2-D needs 2 features; with fewer, evaluate writes no projection
+# cluster/<variant>/model.npz: the fitted model as plain arrays (np.load(..., allow_pickle=False)),
+# one per field: centers in the original feature space, the StandardScaler's mean and scale (so
+# a sample x is assigned to argmin_k |(x - scaler_mean) / scaler_scale - (centers_k - scaler_mean)
+# / scaler_scale|), and the fit's params; strings as 0-d unicode arrays. model.joblib is the same
+# fit as a scikit-learn pipeline, a pickle: clusterflow itself never loads it.
+MODEL_ARRAYS = "model.npz"
+MODEL_FIELDS = ("centers", "scaler_mean", "scaler_scale", "n_clusters", "init", "n_init", "seed", "estimator")
 RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "joblib", "click", "matplotlib")
 
 
@@ -353,6 +361,20 @@ def step_output(layout: RunLayout, step: str, params: dict[str, Any],
 def save_array(run: StepRun, name: str, array: np.ndarray) -> Path:
     path = run.out / name
     np.save(path, array, allow_pickle=False)
+    return path
+
+
+def save_npz(path: Path, arrays: dict[str, Any]) -> Path:
+    """Write ``arrays`` (in this order) as an ``.npz`` that ``np.load(..., allow_pickle=False)``
+    reads; byte-identical for equal data (``np.savez`` stamps each member with the current time,
+    which would change the file's sha256 and so every cache key downstream)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            member.external_attr = 0o644 << 16
+            with archive.open(member, "w") as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
     return path
 
 

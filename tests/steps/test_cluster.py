@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import joblib
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from clusterflow_steps.cluster import model
 from clusterflow_steps.contract import UserError
 from tests.steps.conftest import assert_records
 
-OUTPUTS = ["centers.npy", "labels.npy", "manifest.json", "model.joblib"]
+OUTPUTS = ["centers.npy", "labels.npy", "manifest.json", "model.joblib", "model.npz"]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,30 @@ def test_cli_writes_the_variant_and_chains_the_hashes(blobs):
     assert results["inertia"] == pipeline[-1].inertia_
     np.testing.assert_allclose(blobs.array("cluster/random/centers.npy"),
                                pipeline[0].inverse_transform(pipeline[-1].cluster_centers_))
+
+
+def test_model_npz_holds_the_fit_as_plain_arrays_that_predict_its_labels(blobs):
+    blobs("cluster", "--init", "random", "--n-init", "2", "--seed", "5")
+    out = blobs.path("cluster/random")
+    with np.load(out / "model.npz", allow_pickle=False) as archive:  # no pickle: plain arrays only
+        arrays = {name: archive[name] for name in archive.files}
+    assert sorted(arrays) == sorted(["centers", "scaler_mean", "scaler_scale", "n_clusters", "init", "n_init",
+                                     "seed", "estimator"])
+    assert (int(arrays["n_clusters"]), str(arrays["init"]), int(arrays["n_init"]), int(arrays["seed"]),
+            str(arrays["estimator"])) == (3, "random", 2, 5, "KMeans")
+    features = blobs.array("prepare/features.npy").astype(np.float64)
+    # nearest center in the scaled space, from the arrays alone: the step's own labels
+    scaled = (features - arrays["scaler_mean"]) / arrays["scaler_scale"]
+    centers = (arrays["centers"] - arrays["scaler_mean"]) / arrays["scaler_scale"]
+    nearest = ((scaled[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    np.testing.assert_array_equal(nearest, blobs.array("cluster/random/labels.npy"))
+    np.testing.assert_allclose(arrays["scaler_mean"], features.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(arrays["scaler_scale"], features.std(axis=0), rtol=1e-6)
+
+    first = (out / "model.npz").read_bytes()
+    time.sleep(2.1)  # a zip member stamped with the time would now differ (2 s resolution)
+    blobs("cluster", "--init", "random", "--n-init", "2", "--seed", "5")
+    assert (out / "model.npz").read_bytes() == first  # same fit, same bytes: cache keys stay stable
 
 
 def test_cli_n_clusters_from_the_environment_needs_no_labels(blobs, write_npy):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import click
+import numpy as np
 
 from clusterflow_steps import threads
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
 from clusterflow_steps.cluster import model
-from clusterflow_steps.contract import RunLayout, StepRun, UserError, read_array, save_array, validate_name
+from clusterflow_steps.contract import (MODEL_ARRAYS, MODEL_FIELDS, RunLayout, StepRun, UserError, read_array,
+                                        save_array, save_npz, validate_name)
 from clusterflow_steps.naming import VARIANT
 from clusterflow_steps.progress import Progress
 
@@ -16,7 +18,8 @@ MODEL = "model.joblib"
 
 
 @step_command("Fit scikit-learn's StandardScaler -> KMeans pipeline on prepare/features.npy, as the "
-              "digits demo does, and write cluster/<variant>/: model.joblib (the fitted pipeline), "
+              "digits demo does, and write cluster/<variant>/: model.joblib (the fitted pipeline, a pickle), "
+              "model.npz (the same model as plain arrays: centers, scaler mean and scale, params), "
               "labels.npy, centers.npy (in the original feature space) and a manifest.")
 @click.option("--n-clusters", type=click.IntRange(min=2), default=None, show_envvar=True,
               show_default="the number of distinct labels",
@@ -68,6 +71,10 @@ def main(layout: RunLayout, use_cache: bool, n_clusters: int | None, init: str, 
             fitted = model.fit(data, kmeans, overwrite=minibatch, bar=progress.bar)
         with progress.phase("wrote the model, labels and centers"):
             joblib.dump(fitted.pipeline, run.out / MODEL)
+            scaler = fitted.pipeline[0]
+            save_npz(run.out / MODEL_ARRAYS, dict(zip(MODEL_FIELDS, (
+                fitted.centers, scaler.mean_, scaler.scale_, np.int64(n_clusters), np.str_(init),
+                np.int64(fitted.n_init), np.int64(seed), np.str_(type(kmeans).__name__)), strict=True)))
             save_array(run, "labels.npy", fitted.labels)
             save_array(run, "centers.npy", fitted.centers)
         run.results.update(inertia=fitted.inertia, fit_seconds=fitted.fit_seconds, n_iter=fitted.n_iter,
