@@ -5,6 +5,8 @@
 * The step matrix covers exactly the four step images, each built from images/<step>/Dockerfile.
 * Images go to ghcr.io only on tags v*: every build that pushes outside the job-local registry,
   and every registry login, is gated on refs/tags/v.
+* Every action is pinned by a full commit SHA (a tag can be moved to other code), with the
+  release it is in a comment on the same line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ STEPS = {"prepare", "cluster", "evaluate", "report"}
 TAG_GATE = re.compile(r"""^\$\{\{\s*startsWith\(\s*github\.ref\s*,\s*'refs/tags/v'\s*\)\s*\}\}$""")
 TAG_IF = re.compile(r"""^(\$\{\{\s*)?startsWith\(\s*github\.ref\s*,\s*'refs/tags/v'\s*\)(\s*\}\})?$""")
 LOCAL_REGISTRY = re.compile(r"^localhost:\d+/")
+PINNED_USES = re.compile(r"^\s*(-\s+)?uses:\s+[\w.-]+/[\w./-]+@[0-9a-f]{40}\s+#\s+v\d+\.\d+\.\d+\s*$")
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +119,21 @@ def test_tests_run_in_ci(workflow: dict[Any, Any]) -> None:
     runs = [str(step.get("run", "")) for job_id, job, step in all_steps(workflow)
             if job.get("runs-on") == "ubuntu-latest"]
     assert any(re.search(r"^\s*make test\b", r, re.M) for r in runs), "a job must run `make test`"
+
+
+def test_every_action_is_pinned_by_commit_sha(workflow: dict[Any, Any]) -> None:
+    used = [str(step["uses"]) for _, _, step in all_steps(workflow) if "uses" in step]
+    assert used, "the workflow uses no action at all?"
+    lines = [line for line in WORKFLOW.read_text(encoding="utf-8").splitlines() if re.match(r"^\s*(-\s+)?uses:", line)]
+    assert len(lines) == len(used), lines
+    unpinned = [line.strip() for line in lines if not PINNED_USES.match(line)]
+    assert unpinned == [], f"pin these by a 40-hex commit SHA with '# vX.Y.Z' after it: {unpinned}"
+
+
+def test_the_pin_check_refuses_tags_and_short_shas() -> None:
+    for line in ("      - uses: actions/checkout@v5",
+                 "      - uses: actions/checkout@fbc6f39  # v5.1.0",
+                 "      - uses: actions/checkout@fbc6f3992d24b796d5a048ff273f7fcc4a7b6c09",
+                 "        uses: docker/login-action@main  # v4.1.0"):
+        assert not PINNED_USES.match(line), line
+    assert PINNED_USES.match("      - uses: actions/checkout@fbc6f3992d24b796d5a048ff273f7fcc4a7b6c09  # v5.1.0")
