@@ -9,9 +9,18 @@ run whose upstream steps were cache hits still hits downstream. A step whose out
 bookkeeping (the report's lineage) keys on the manifests' exact bytes instead.
 
 The **store** is ``<data_root>/cache/<step>/<key>/``: the outputs and the manifest of the run that
-computed them, shared by every run under the data root. A hit links (or copies) the stored files
-into the step's target through the same atomic rename as a fresh run, after checking every file's
-sha256 against the stored manifest; a damaged entry is removed and the step runs.
+computed them, shared by every run under the data root. Steps only ever READ it: the orchestrators
+mount it read-only in every step container, and fill it with the task's **commit** container (the
+step's own command with ``--commit-cache``: data root read-only, store read-write), which derives
+the key itself from the same params and input files, checks that the step directory holds a
+manifest under exactly that key whose outputs match their sha256, and copies the files in,
+read-only (0444). It hashes and copies; it parses no data. So no step can plant an entry that
+another run trusts.
+
+A hit COPIES the stored files (never hard links: a later in-place write in one run must not change
+bytes another run verified) into the step's target through the same atomic rename as a fresh run,
+after checking every copied file's sha256 against the stored manifest. A damaged or foreign entry
+is ignored with one ``warning:`` line saying why, and the step runs.
 
 Nothing here imports scikit-learn or matplotlib: a hit costs hashing and linking only.
 """
@@ -30,8 +39,9 @@ from typing import Any
 
 import click
 
+from clusterflow_steps.cli import COMMIT_FLAG, commit_requested
 from clusterflow_steps.contract import (IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, NO_CACHE, RunLayout, StepRun,
-                                        _now, atomic_dir, input_name, sha256_file, step_output,
+                                        UserError, _now, atomic_dir, input_name, sha256_file, step_output,
                                         write_manifest)
 
 KEY_SCHEMA = "clusterflow.cache/1"
@@ -107,56 +117,111 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def outputs_match(folder: Path, outputs: Any) -> bool:
-    """Whether ``folder`` holds exactly the files ``outputs`` records (besides its manifest), intact."""
+def key_of(manifest: dict[str, Any]) -> str | None:
+    """The cache key a manifest says its outputs were written under."""
+    note = manifest.get("cache")
+    return note.get("key") if isinstance(note, dict) else None
+
+
+def mismatch(folder: Path, outputs: Any) -> str | None:
+    """Why ``folder`` does not hold exactly the regular files ``outputs`` records (besides its
+    manifest), intact; ``None`` if it does."""
     if not isinstance(outputs, dict):
-        return False
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
+        return "its manifest lists no outputs"
+    paths = list(folder.rglob("*"))
+    links = [p.relative_to(folder).as_posix() for p in paths if p.is_symlink()]
+    if links:
+        return f"{links[0]} is a symlink"
+    present = {p.relative_to(folder).as_posix() for p in paths if p.is_file()} - {MANIFEST}
     if present != set(outputs):
-        return False
-    try:
-        return all(isinstance(record, dict) and (folder / name).stat().st_size == record.get("bytes")
-                   and sha256_file(folder / name) == record.get("sha256") for name, record in outputs.items())
-    except OSError:
-        return False
+        odd = sorted(present ^ set(outputs))[0]
+        return f"{odd} is {'not in its manifest' if odd in present else 'missing'}"
+    for name, record in sorted(outputs.items()):
+        try:
+            intact = (isinstance(record, dict) and (folder / name).stat().st_size == record.get("bytes")
+                      and sha256_file(folder / name) == record.get("sha256"))
+        except OSError as exc:
+            return f"{name} is unreadable ({exc.strerror})"
+        if not intact:
+            return f"{name} does not match its manifest's sha256"
+    return None
 
 
 def verified(folder: Path, key: str) -> dict[str, Any] | None:
     """``folder``'s manifest if it was written under ``key`` and every output matches its sha256."""
     manifest = _read_manifest(folder)
-    if manifest is None or (manifest.get("cache") or {}).get("key") != key:
+    if manifest is None or key_of(manifest) != key:
         return None
-    return manifest if outputs_match(folder, manifest.get("outputs")) else None
+    return manifest if mismatch(folder, manifest.get("outputs")) is None else None
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """A hard link where the filesystem allows one (same device, owner rules), else a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+def copy_files(source: Path, target: Path, *, mode: int | None = None) -> None:
+    """Copy every file under ``source`` but its manifest to ``target`` (never a hard link)."""
+    for path in _files(source):
+        if path != source / MANIFEST:
+            copy = target / path.relative_to(source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy, follow_symlinks=False)
+            if mode is not None:
+                os.chmod(copy, mode)
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def store(layout: RunLayout, step: str, key: str, target: Path) -> None:
-    """Put the outputs and manifest just written to ``target`` into the store (best effort)."""
+STORED_MODE = 0o444  # a stored file is never written again; a new entry replaces the whole folder
+
+
+def _key(layout: RunLayout, step: str, variant: str | None, params: dict[str, Any],
+         digests: dict[str, str | None], manifests_by_content: bool) -> str | None:
+    """The step's cache key, or ``None`` without an image digest."""
+    digest = os.environ.get(IMAGE_DIGEST_ENV) or None
+    if not digest:
+        return None
+    extra = None if manifests_by_content else {"run_id": layout.run_id, "image": os.environ.get(IMAGE_ENV)}
+    return cache_key(digest, step, variant, params, digests, extra)
+
+
+def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, Any], key: str | None,
+           *, replace: bool = False) -> None:
+    """Put the outputs the step already wrote under ``key`` into the store (``--commit-cache``).
+
+    ``key`` is derived by this process from the command's params and the input files it re-hashed,
+    so this refuses (:class:`UserError`, nothing stored) unless the step directory holds a
+    manifest of this step under exactly that key, with these params, whose outputs match their
+    sha256. An intact entry under the key is kept unless ``replace`` (``--no-cache``).
+    """
+    target = layout.step_dir(step, variant)
+    if key is None:
+        raise UserError(f"{step}: {COMMIT_FLAG} needs the image digest ({IMAGE_DIGEST_ENV}, which the "
+                        "orchestrators set): without it nothing is cached")
+    manifest = _read_manifest(target)
+    if manifest is None:
+        problem = f"it holds no readable {MANIFEST}"
+    elif (manifest.get("step"), manifest.get("variant")) != (step, variant):
+        problem = f"its manifest is of step {manifest.get('step')!r}, variant {manifest.get('variant')!r}"
+    elif key_of(manifest) != key:
+        problem = f"its manifest's cache key {str(key_of(manifest))[:12]} is not {key[:12]}, this command's"
+    elif manifest.get("params") != params:
+        problem = "its manifest's params are not this command's"
+    else:
+        problem = mismatch(target, manifest.get("outputs"))
+    if problem:
+        raise UserError(f"{step}: not caching {target}: {problem}; run the step with these arguments first")
     entry = store_dir(layout.data_root, step, key)
-    try:
-        with atomic_dir(entry) as tmp:
-            for path in _files(target):
-                link_or_copy(path, tmp / path.relative_to(target))
-    except (OSError, click.ClickException) as exc:
-        reason = getattr(exc, "strerror", None) or getattr(exc, "message", None) or exc
-        _warn(f"{step}: could not store outputs in the cache at {entry} ({reason}); "
-              "the step's own outputs are complete")
+    if not replace and verified(entry, key) is not None:
+        click.echo(f"{step}: cache entry {key[:12]} already stored")
+        return
+    with atomic_dir(entry) as tmp:
+        copy_files(target, tmp, mode=STORED_MODE)
+        write_manifest(tmp, manifest)
+        os.chmod(tmp / MANIFEST, STORED_MODE)
+    click.echo(f"{step}: stored {target} as cache entry {key[:12]}")
 
 
 class _Damaged(Exception):
@@ -166,7 +231,7 @@ class _Damaged(Exception):
 def _reuse(layout: RunLayout, step: str, variant: str | None, key: str, entry: Path,
            cached: dict[str, Any], records: dict[str, dict[str, Any]], started: tuple[str, float]
            ) -> dict[str, Any] | None:
-    """Materialise a store entry in the target with a fresh manifest; ``None`` if it is damaged."""
+    """Copy a store entry into the target with a fresh manifest; ``None`` if it is damaged."""
     manifest = {
         **cached,
         "run_id": layout.run_id,
@@ -178,20 +243,17 @@ def _reuse(layout: RunLayout, step: str, variant: str | None, key: str, entry: P
     }
     try:
         with atomic_dir(layout.step_dir(step, variant)) as tmp:
-            for path in _files(entry):
-                if path != entry / MANIFEST:
-                    link_or_copy(path, tmp / path.relative_to(entry))
-            if not outputs_match(tmp, cached.get("outputs")):  # the very files served
-                raise _Damaged
+            copy_files(entry, tmp)
+            problem = mismatch(tmp, cached.get("outputs"))  # the very files served
+            if problem:
+                raise _Damaged(problem)
             manifest.update(finished_at=_now(), duration_seconds=round(time.perf_counter() - started[1], 3))
             write_manifest(tmp, manifest)
-    except (_Damaged, FileNotFoundError):  # altered, or a file gone (another run removed it)
-        if entry != layout.step_dir(step, variant):  # a store entry; the run's own dir is replaced by the work
-            shutil.rmtree(entry, ignore_errors=True)
-        _warn(f"{step}: removed damaged cache entry {entry}; running the step")
+    except _Damaged as exc:
+        _warn(f"{step}: ignored damaged cache entry {entry} ({exc}); running the step")
         return None
-    except OSError as exc:
-        _warn(f"{step}: could not reuse cache entry {entry} ({exc.strerror}); running the step")
+    except OSError as exc:  # e.g. a file gone meanwhile
+        _warn(f"{step}: could not reuse cache entry {entry} ({exc.strerror or exc}); running the step")
         return None
     return manifest
 
@@ -205,17 +267,18 @@ def run_step(layout: RunLayout, step: str, params: dict[str, Any], inputs: dict[
     ``run.out`` and fills ``run.results`` / ``run.exit_status``; anything the caller needs after it
     must come from the returned manifest's ``results``, which a hit copies from the cached run.
     ``manifests_by_content=False`` keys on upstream manifests' exact bytes (and this run id):
-    for a step whose outputs show their run ids and timings.
+    for a step whose outputs show their run ids and timings. Under ``--commit-cache`` it only
+    commits (:func:`commit`) the outputs the same command wrote before, and ends the command (exit 0).
     """
     started = (_now(), time.perf_counter())
     target = layout.step_dir(step, variant)
     records, digests = hash_inputs(layout.run_dir, inputs, manifests_by_content=manifests_by_content)
-    digest = os.environ.get(IMAGE_DIGEST_ENV) or None
-    key = None
+    key = _key(layout, step, variant, params, digests, manifests_by_content)
+    if commit_requested():  # the commit container: hash and copy, no work, no lookup
+        commit(layout, step, variant, params, key, replace=not use_cache)
+        raise click.exceptions.Exit(0)
     cache_note: dict[str, Any] = dict(NO_CACHE)
-    if digest:
-        extra = None if manifests_by_content else {"run_id": layout.run_id, "image": os.environ.get(IMAGE_ENV)}
-        key = cache_key(digest, step, variant, params, digests, extra)
+    if key is not None:
         cache_note = {"key": key, "hit": False, "source": None}
         if not use_cache:
             cache_note["reason"] = "--no-cache"
@@ -231,24 +294,22 @@ def run_step(layout: RunLayout, step: str, params: dict[str, Any], inputs: dict[
         work(run)
     manifest = _read_manifest(target)
     assert manifest is not None
-    if key is not None:
-        store(layout, step, key, target)
     return StepResult(manifest, hit=False)
 
 
 def _lookup(layout: RunLayout, step: str, variant: str | None, key: str,
             records: dict[str, dict[str, Any]], started: tuple[str, float]) -> dict[str, Any] | None:
-    """A manifest of reused outputs now in the target, or ``None`` on a miss."""
-    target = layout.step_dir(step, variant)
-    own = verified(target, key)
-    if own is not None:  # this run already has these outputs (a re-run, a resume): same files, new manifest
-        return _reuse(layout, step, variant, key, target, own, records, started)
+    """A manifest of reused outputs now in the target, or ``None`` on a miss.
+
+    Only the store counts: outputs already in this run's (or any run's) directory are whatever a
+    step container wrote there, so they are never taken as a hit.
+    """
     entry = store_dir(layout.data_root, step, key)
     if not entry.is_dir():
         return None
     cached = _read_manifest(entry)
-    if cached is None or (cached.get("cache") or {}).get("key") != key:
-        shutil.rmtree(entry, ignore_errors=True)
-        _warn(f"{step}: removed damaged cache entry {entry}; running the step")
+    if cached is None or key_of(cached) != key:
+        why = f"no readable {MANIFEST}" if cached is None else "its manifest was written under another key"
+        _warn(f"{step}: ignored cache entry {entry} ({why}); running the step")
         return None
     return _reuse(layout, step, variant, key, entry, cached, records, started)

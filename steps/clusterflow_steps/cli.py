@@ -14,6 +14,8 @@ from clusterflow_steps.contract import RunLayout
 
 ENV_PREFIX = "CLUSTERFLOW"
 NO_CACHE_ENV = f"{ENV_PREFIX}_NO_CACHE"
+COMMIT_FLAG = "--commit-cache"
+_COMMIT_META = "clusterflow.commit_cache"
 
 
 class StepCommand(click.Command):
@@ -43,8 +45,9 @@ def _cache_setting(ctx: click.Context, param: click.Parameter, value: bool) -> b
 
 
 def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--run-id``, ``--data-root`` and ``--cache/--no-cache``; the command receives a
-    validated ``layout`` and ``use_cache``."""
+    """Add ``--run-id``, ``--data-root``, ``--cache/--no-cache`` and ``--commit-cache``; the command
+    receives a validated ``layout`` and ``use_cache`` (``--commit-cache`` is for
+    :func:`clusterflow_steps.cache.run_step`, see :func:`commit_requested`)."""
 
     @click.option("--run-id", required=True, show_envvar=True,
                   help="Run id: 1-128 letters, digits and '._-'.")
@@ -55,9 +58,25 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
                   callback=_cache_setting,
                   help="Reuse the outputs of an identical earlier run of this step (same image digest, "
                        "params and input files) from <data root>/cache/; --no-cache (or "
-                       f"{NO_CACHE_ENV}=1) always runs it, and refreshes the cache.")
+                       f"{NO_CACHE_ENV}=1) always runs it.")
+    # Only ever on the command line (no CLUSTERFLOW_COMMIT_CACHE): a commit is an explicit act.
+    @click.option(COMMIT_FLAG, "commit_cache", is_flag=True, allow_from_autoenv=False,
+                  help="Run nothing: put the outputs this same command already wrote to runs/<run_id>/ "
+                       "into <data root>/cache/, read-only (with --no-cache replacing an entry). The "
+                       "orchestrators run it after each step, in a container that alone can write the "
+                       "cache. Refuses (exit 2, nothing stored) unless the step's manifest has exactly "
+                       "this command's cache key and params and its files match their sha256.")
     @functools.wraps(command)
-    def with_layout(run_id: str, data_root: Path, **kwargs: Any) -> Any:
+    def with_layout(run_id: str, data_root: Path, commit_cache: bool, **kwargs: Any) -> Any:
+        click.get_current_context().meta[_COMMIT_META] = commit_cache
         return command(layout=RunLayout(data_root, run_id), **kwargs)
 
     return with_layout
+
+
+def commit_requested() -> bool:
+    """Whether the running step command was given ``--commit-cache``: every step's CLI reaches
+    ``run_step`` with its params and inputs, which is where the commit happens, so no step's
+    shell needs to know about it."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(_COMMIT_META))
