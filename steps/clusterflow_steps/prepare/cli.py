@@ -8,8 +8,8 @@ import click
 
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
-from clusterflow_steps.contract import RunLayout, StepRun, save_array
-from clusterflow_steps.prepare import datasets
+from clusterflow_steps.contract import RunLayout, StepRun, UserError, save_array
+from clusterflow_steps.prepare import datasets, limits
 from clusterflow_steps.progress import Progress
 
 FEATURES = "features.npy"
@@ -31,9 +31,19 @@ LABELS = "labels.npy"
               help="synthetic: number of blob centers (= distinct labels).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_envvar=True,
               help="synthetic: random seed of the blobs.")
+@click.option(limits.INPUT_BYTES_OPTION, "max_input_bytes", type=click.IntRange(min=1),
+              default=limits.default_input_bytes, show_envvar=True,
+              show_default=f"1/{limits.MEMORY_SHARE} of the cgroup memory limit, else {limits.FALLBACK_INPUT_BYTES:,}",
+              help="Input files: the most bytes their arrays may take in memory, checked before they are read "
+                   f"(a CSV line may hold 1/{limits.LINE_CHARS_PER_BYTE} of it in characters).")
+@click.option(limits.CELL_CHARS_OPTION, "max_csv_cell_chars", type=click.IntRange(min=1),
+              default=limits.DEFAULT_CELL_CHARS, show_envvar=True,
+              help=".csv only: the most characters in one cell (header names and labels included).")
 @run_options
 def main(layout: RunLayout, use_cache: bool, dataset: str, label_column: str | None, n_samples: int,
-         n_features: int, n_centers: int, seed: int) -> None:
+         n_features: int, n_centers: int, seed: int, max_input_bytes: int, max_csv_cell_chars: int) -> None:
+    # The limits only refuse inputs, they never change the output of one that passes: not in params.
+    bounds = limits.Limits(max_input_bytes, max_csv_cell_chars)
     params = {"dataset": dataset, "label_column": label_column, "seed": seed}
     if dataset == "synthetic":
         params.update(n_samples=n_samples, n_features=n_features, n_centers=n_centers)
@@ -44,8 +54,13 @@ def main(layout: RunLayout, use_cache: bool, dataset: str, label_column: str | N
     def work(run: StepRun) -> None:
         progress = Progress("prepare")
         with progress.phase(f"loaded and checked dataset {dataset}"):
-            data = datasets.load(dataset, label_column=label_column, n_samples=n_samples, n_features=n_features,
-                                 n_centers=n_centers, seed=seed)
+            try:
+                data = datasets.load(dataset, label_column=label_column, n_samples=n_samples,
+                                     n_features=n_features, n_centers=n_centers, seed=seed, limits=bounds)
+            except MemoryError:
+                raise UserError(f"prepare ran out of memory loading {dataset}: give the step more memory "
+                                f"(CLUSTERFLOW_STEP_MEMORY) or lower {limits.INPUT_BYTES_OPTION} to refuse such "
+                                "inputs before they are read") from None
             progress.elements = data.features.size
         with progress.phase(f"wrote {FEATURES}" + (f" and {LABELS}" if data.labels is not None else "")):
             save_array(run, FEATURES, data.features)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clusterflow_steps.contract import UserError
+from clusterflow_steps.prepare.limits import Limits
 
 BUILTIN = ("digits", "synthetic")
 FILE_TYPES = (".csv", ".npy", ".npz")
@@ -63,8 +64,9 @@ def synthetic(n_samples: int, n_features: int, n_centers: int, seed: int) -> Dat
     return Dataset(features.astype(np.float32), labels.astype(np.int64))
 
 
-def load_file(path: Path, label_column: str | None = None) -> Dataset:
-    """Read a ``.csv`` (header row), ``.npy`` (2-D features) or ``.npz`` (``X``, optional ``y``)."""
+def load_file(path: Path, label_column: str | None = None, limits: Limits | None = None) -> Dataset:
+    """Read a ``.csv`` (header row), ``.npy`` (2-D features) or ``.npz`` (``X``, optional ``y``)
+    within ``limits`` (default: :class:`Limits`' defaults), checked before the data is read."""
     if not path.is_file():
         raise UserError(f"dataset {str(path)!r} is neither {' nor '.join(BUILTIN)} nor an existing file: "
                         f"check the path")
@@ -75,22 +77,20 @@ def load_file(path: Path, label_column: str | None = None) -> Dataset:
     if label_column is not None and kind != ".csv":
         raise UserError(f"--label-column applies to .csv datasets only: store the labels of {path.name} "
                         "as array 'y' of an .npz file")
+    limits = limits or Limits()
     if kind == ".csv":
-        return _read_csv(path, label_column)
+        return _read_csv(path, label_column, limits)
     try:
         if kind == ".npy":
-            return Dataset(np.load(path, allow_pickle=False), source=path)
-        with np.load(path, allow_pickle=False) as archive:
-            if "X" not in archive.files:
-                raise UserError(f"{path} has no array 'X' (it has: {', '.join(archive.files) or 'none'}): "
-                                "save the features as X (and labels as y), e.g. np.savez(path, X=X, y=y)")
-            return Dataset(archive["X"], archive["y"] if "y" in archive.files else None, source=path)
+            return Dataset(limits.read_npy(lambda: open(path, "rb"), str(path)), source=path)
+        arrays = limits.read_npz(path)
+        return Dataset(arrays["X"], arrays.get("y"), source=path)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise UserError(f"{path} is not a readable {kind} file ({exc}): re-export it") from None
 
 
 def load(dataset: str, *, label_column: str | None = None, n_samples: int = 10_000, n_features: int = 64,
-         n_centers: int = 10, seed: int = 0) -> Dataset:
+         n_centers: int = 10, seed: int = 0, limits: Limits | None = None) -> Dataset:
     """The validated dataset named by ``dataset``: ``digits``, ``synthetic`` or a file path."""
     if dataset in BUILTIN and label_column is not None:
         raise UserError(f"--label-column applies to .csv datasets only, not to {dataset}: drop it")
@@ -99,7 +99,7 @@ def load(dataset: str, *, label_column: str | None = None, n_samples: int = 10_0
     elif dataset == "synthetic":
         data = synthetic(n_samples, n_features, n_centers, seed)
     else:
-        data = load_file(Path(dataset), label_column)
+        data = load_file(Path(dataset), label_column, limits)
     return validated(data, str(data.source or dataset))
 
 
@@ -146,22 +146,27 @@ def _integer_labels(values: np.ndarray, source: str) -> np.ndarray:
                     "round or relabel them")
 
 
-def _read_csv(path: Path, label_column: str | None) -> Dataset:
-    """A header-row CSV: every column but ``label_column`` is a numeric feature."""
+def _read_csv(path: Path, label_column: str | None, limits: Limits) -> Dataset:
+    """A header-row CSV: every column but ``label_column`` is a numeric feature.
+
+    One streaming pass checks the limits (no line, cell or row count beyond them) before numpy's
+    fast parser allocates the arrays.
+    """
     try:
-        with open(path, newline="", encoding=CSV_ENCODING) as fh:
-            header = [name.strip() for name in next(csv.reader(fh), [])]
+        with open(path, newline="", encoding=CSV_ENCODING) as fh, limits.csv_rows(fh, path) as rows:
+            header = [name.strip() for name in next(rows, (0, []))[1]]
+            if not header:
+                raise UserError(f"{path} is empty: a .csv dataset needs a header row naming its columns")
+            if label_column is not None and label_column not in header:
+                raise UserError(f"label column {label_column!r} is not in the header of {path} "
+                                f"(columns: {', '.join(header)}): pass one of them to --label-column")
+            label_at = None if label_column is None else header.index(label_column)
+            feature_at = [i for i in range(len(header)) if i != label_at]
+            if not feature_at:
+                raise UserError(f"{path} has no feature columns besides the label column {label_column!r}")
+            limits.check_csv_rows(rows, path, len(feature_at), label_at)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{path} is not a readable CSV file ({exc}): save it as UTF-8 text") from None
-    if not header:
-        raise UserError(f"{path} is empty: a .csv dataset needs a header row naming its columns")
-    if label_column is not None and label_column not in header:
-        raise UserError(f"label column {label_column!r} is not in the header of {path} "
-                        f"(columns: {', '.join(header)}): pass one of them to --label-column")
-    label_at = None if label_column is None else header.index(label_column)
-    feature_at = [i for i in range(len(header)) if i != label_at]
-    if not feature_at:
-        raise UserError(f"{path} has no feature columns besides the label column {label_column!r}")
     features = _csv_columns(path, header, feature_at, np.float64)
     labels = None if label_at is None else _csv_columns(path, header, [label_at], str)[:, 0]
     return Dataset(features, labels, tuple(header[i] for i in feature_at), path)
