@@ -23,6 +23,7 @@ class FakeEngine:
         self.running = self.most_at_once = 0
         self.started: list[str] = []
         self.removed: list[str] = []
+        self.commit_mounts: dict[str, dict[str, bool]] = {}
         self.images = self
         self.containers = self
 
@@ -30,7 +31,15 @@ class FakeEngine:
         return type("Image", (), {"attrs": {}, "id": "sha256:" + "0" * 64})()
 
     def create(self, image: str, command: list[str], **kwargs):  # containers.create
-        return FakeContainer(self, kwargs["labels"][f"{spec.LABEL_PREFIX}.task_id"])
+        task = kwargs["labels"][f"{spec.LABEL_PREFIX}.task_id"]
+        if spec.COMMIT_CACHE_FLAG in command:
+            task += " commit"
+            self.commit_mounts[task] = {m["Target"]: m["ReadOnly"] for m in kwargs["mounts"]}
+        return FakeContainer(self, task)
+
+    @property
+    def steps_started(self) -> list[str]:
+        return [t for t in self.started if not t.endswith(" commit")]
 
 
 class FakeContainer:
@@ -73,8 +82,9 @@ def test_the_cluster_variants_run_at_once_and_the_stages_in_order(tmp_path):
     engine = FakeEngine()
     lines = run(engine, tmp_path)
     assert engine.most_at_once == 3
-    assert engine.started[0] == "prepare" and sorted(engine.started[1:4]) == sorted(VARIANTS)
-    assert engine.started[4:] == ["evaluate", "report"]
+    started = engine.steps_started
+    assert started[0] == "prepare" and sorted(started[1:4]) == sorted(VARIANTS)
+    assert started[4:] == ["evaluate", "report"]
     assert sorted(engine.removed) == sorted(engine.started)
     assert all(line.startswith(("==> ", "[")) for line in lines)  # whole lines, never interleaved
 
@@ -82,14 +92,15 @@ def test_the_cluster_variants_run_at_once_and_the_stages_in_order(tmp_path):
 def test_jobs_caps_how_many_run_at_once(tmp_path):
     engine = FakeEngine(seconds=0.05)
     run(engine, tmp_path, jobs=1)
-    assert engine.most_at_once == 1 and len(engine.started) == 6
+    assert engine.most_at_once == 1 and len(engine.steps_started) == 6
 
 
 def test_a_failed_variant_lets_the_others_finish_then_stops_the_run(tmp_path):
     engine = FakeEngine(exit_codes={"cluster[random]": 1})
     with pytest.raises(PipelineFailed, match=r"step cluster\[random\] failed with exit code 1"):
         run(engine, tmp_path)
-    assert sorted(engine.started) == sorted(["prepare", *VARIANTS])  # no evaluate, no report
+    assert sorted(engine.steps_started) == sorted(["prepare", *VARIANTS])  # no evaluate, no report
+    assert "cluster[random] commit" not in engine.started  # a failed step's outputs are not cached
     assert sorted(engine.removed) == sorted(engine.started)
 
 
@@ -99,4 +110,30 @@ def test_a_launch_error_removes_the_running_variants_at_once(tmp_path):
     with pytest.raises(RuntimeError, match="engine refused to start cluster"):
         run(engine, tmp_path)
     assert time.monotonic() - started < 10  # not the 30 s the other variants would have run
-    assert set(engine.removed) == {"prepare", *VARIANTS}
+    assert set(engine.removed) == {"prepare", "prepare commit", *VARIANTS}  # no commit of a removed variant
+
+
+def test_each_task_but_the_report_is_followed_by_its_commit_with_the_store_writable_only_there(tmp_path):
+    engine = FakeEngine(seconds=0.01)
+    run(engine, tmp_path)
+    for task in ["prepare", *VARIANTS, "evaluate"]:
+        assert engine.started.index(f"{task} commit") == engine.started.index(task) + 1 or task in VARIANTS
+        assert engine.started.index(f"{task} commit") > engine.started.index(task)
+        # the commit: data root read-only, store read-write (the steps get it the other way round)
+        assert engine.commit_mounts[f"{task} commit"] == {spec.DATA_MOUNT: True, spec.CACHE_MOUNT: False}
+    assert "report commit" not in engine.started
+    assert sorted(engine.removed) == sorted(engine.started)
+
+
+def test_a_failed_commit_is_a_warning_and_the_run_goes_on(tmp_path):
+    engine = FakeEngine(seconds=0.01, exit_codes={"prepare commit": 2})
+    lines = run(engine, tmp_path)
+    assert engine.steps_started[-1] == "report"
+    assert "warning: prepare: the cache commit exited 2: its outputs are not cached (the run goes on)" in lines
+
+
+def test_evaluate_is_committed_after_a_quality_gate_failure_and_the_run_still_fails(tmp_path):
+    engine = FakeEngine(seconds=0.01, exit_codes={"evaluate": spec.QUALITY_GATE_EXIT})
+    with pytest.raises(PipelineFailed, match="step evaluate failed with exit code 3"):
+        run(engine, tmp_path)
+    assert "evaluate commit" in engine.started and engine.steps_started[-1] == "report"

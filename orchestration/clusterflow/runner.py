@@ -1,6 +1,9 @@
 """The local runner: the pipeline spec rendered as ``docker run`` calls, stage after stage.
 
-The tasks of one stage (the cluster variants) run concurrently, as the DAG's do.
+The tasks of one stage (the cluster variants) run concurrently, as the DAG's do. After a task's
+container succeeded (evaluate: also the quality gate's exit 3, whose outputs are kept), its commit
+container (:meth:`spec.Task.commit`: the store read-write, the data root read-only) puts its
+outputs into the cache store; a failed commit only means no cache entry.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class LocalRunner:
     jobs: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _running: set = field(default_factory=set, init=False, repr=False)  # containers started, not removed
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)  # no new commits
 
     def _log(self, line: str) -> None:
         with self._lock:  # concurrent tasks: whole lines, never interleaved halves
@@ -85,9 +89,10 @@ class LocalRunner:
             repository: str = spec.IMAGE_REPOSITORY) -> Path:
         """Run every stage; return the report's path or raise :class:`PipelineFailed`."""
         spec.validate_run_id(run_id)
+        self._stopping.clear()
         self.data_dir = self.data_dir.resolve()
         dataroot.prepare_run_dir(self.data_dir, run_id)
-        mounts = spec.mounts(str(self.data_dir), params.dataset)
+        mounts = {commit: spec.mounts(str(self.data_dir), params.dataset, commit=commit) for commit in (False, True)}
         gate_failure: PipelineFailed | None = None
         for stage in spec.stages(run_id, params, tag, repository):
             tasks = [t for t in stage if not gate_failure or t.runs_after_gate_failure]
@@ -101,7 +106,7 @@ class LocalRunner:
             raise gate_failure
         return self.data_dir / "runs" / run_id / "report" / "report.html"
 
-    def _run_stage(self, tasks: list[spec.Task], run_id: str, mounts: list[spec.Mount]) -> list[int]:
+    def _run_stage(self, tasks: list[spec.Task], run_id: str, mounts: dict[bool, list[spec.Mount]]) -> list[int]:
         """Each task's exit code, in order; up to :attr:`jobs` of them run at once.
 
         If waiting is interrupted (Ctrl-C) or a launch fails, the stage's other containers are
@@ -109,7 +114,13 @@ class LocalRunner:
         """
         def launch(task: spec.Task) -> int:
             self._log(f"==> {task.name}: {task.image} {' '.join(task.command)}")
-            return self.run_task(task, run_id, mounts)
+            code = self.run_task(task, run_id, mounts[False])
+            if task.commits_cache and task.keeps_outputs(code) and not self._stopping.is_set():
+                committed = self.run_task(task.commit(), run_id, mounts[True])
+                if committed:
+                    self._log(f"warning: {task.name}: the cache commit exited {committed}: "
+                              "its outputs are not cached (the run goes on)")
+            return code
 
         if len(tasks) <= 1:
             return [launch(task) for task in tasks]
@@ -120,6 +131,7 @@ class LocalRunner:
                 future.result()  # a launch error surfaces as soon as it happens
             return [future.result() for future in futures]
         except BaseException:
+            self._stopping.set()
             for future in futures:
                 future.cancel()
             with self._lock:

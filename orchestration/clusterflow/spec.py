@@ -208,6 +208,11 @@ class Task:
     def is_commit(self) -> bool:
         return COMMIT_CACHE_FLAG in self.command
 
+    def keeps_outputs(self, exit_code: int) -> bool:
+        """Whether a run that exited ``exit_code`` left outputs to commit: success, or evaluate's
+        quality-gate failure (it writes its metrics, then exits 3)."""
+        return exit_code == 0 or (exit_code == QUALITY_GATE_EXIT and self.step == "evaluate")
+
     def commit(self) -> Task:
         """The container that, after this task succeeded, puts its outputs into the cache store:
         the same command (so the step derives the same cache key) with ``--commit-cache``."""
