@@ -47,10 +47,42 @@ def test_a_user_dataset_is_mounted_read_only_under_input(tmp_path):
     data.write_text("a,b\n1,2\n")
     params = spec.PipelineParams(dataset=str(data))
     assert spec.command("prepare", "r", params)[3] == "/input/points.csv"
-    assert spec.mounts("/srv/data", params.dataset) == [
-        spec.Mount("/srv/data", "/data"), spec.Mount(str(data), "/input/points.csv", read_only=True)]
+    assert spec.mounts("/srv/data", params.dataset, cache="/srv/data/cache") == [
+        spec.Mount("/srv/data", "/data"), spec.Mount("/srv/data/cache", "/data/cache", read_only=True),
+        spec.Mount(str(data), "/input/points.csv", read_only=True)]
     assert spec.mounts("clusterflow-data")[0].kind == "volume"
     assert spec.mounts("/srv/data")[0].kind == "bind"
+
+
+def test_steps_see_the_cache_store_read_only_and_only_a_commit_can_write_it(monkeypatch):
+    monkeypatch.delenv(spec.CACHE_SOURCE_ENV, raising=False)
+    assert spec.mounts("/srv/data") == [spec.Mount("/srv/data", "/data"),
+                                        spec.Mount("/srv/data/cache", "/data/cache", read_only=True)]
+    assert spec.mounts("/srv/data", commit=True) == [spec.Mount("/srv/data", "/data", read_only=True),
+                                                     spec.Mount("/srv/data/cache", "/data/cache")]
+    assert [m.source for m in spec.mounts("clusterflow-data")] == ["clusterflow-data", "clusterflow-data-cache"]
+    monkeypatch.setenv(spec.CACHE_SOURCE_ENV, "/var/cache/clusterflow")
+    assert spec.mounts("/srv/data")[1] == spec.Mount("/var/cache/clusterflow", "/data/cache", read_only=True)
+
+
+def test_every_task_but_the_report_has_a_commit_the_step_cli_accepts(tmp_path):
+    """The commit is the step's own command plus the flag the step CLIs define (checked by running
+    each commit command against an empty run: each refuses for want of outputs, not of the flag)."""
+    from click.testing import CliRunner
+
+    from tests.steps.conftest import COMMANDS
+
+    tasks = [t for stage in spec.stages("r", spec.PipelineParams(), "t") for t in stage]
+    assert [t.name for t in tasks if not t.commits_cache] == ["report"]
+    for task in tasks:
+        commit = task.commit()
+        assert commit.is_commit and not task.is_commit
+        assert commit.command == (*task.command, spec.COMMIT_CACHE_FLAG)
+        assert spec.container_name("r", commit) == spec.container_name("r", task) + ".commit"
+        if task.step == "prepare":  # reads no upstream file before committing
+            args = [a.replace(spec.DATA_MOUNT, str(tmp_path)) for a in commit.command]
+            result = CliRunner().invoke(COMMANDS[task.step], args, env={"CLUSTERFLOW_IMAGE_DIGEST": "sha256:0"})
+            assert result.exit_code == 2 and "not caching" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("run_id", ["", "a/b", "..", "../x", ".hidden", "a b", "x" * 129, "a..b"])
