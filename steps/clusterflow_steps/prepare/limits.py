@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class Limits:
                                 f"{how_to_raise(INPUT_BYTES_OPTION)}")
             yield line
 
-    def _rows(self, reader: Iterator[list[str]], source: Path) -> Iterator[tuple[int, list[str]]]:
+    def _rows(self, reader: Any, source: Path) -> Iterator[tuple[int, list[str]]]:
         while True:
             try:
                 row = next(reader)
@@ -169,9 +169,9 @@ class Limits:
             except csv.Error as exc:
                 if "field limit" not in str(exc):
                     raise
-                raise UserError(f"{source} line {reader.line_num} has a cell longer than {self.cell_chars:,} "  # type: ignore[attr-defined]
+                raise UserError(f"{source} line {reader.line_num} has a cell longer than {self.cell_chars:,} "
                                 f"characters: shorten it or {how_to_raise(CELL_CHARS_OPTION)}") from None
-            yield reader.line_num, row  # type: ignore[attr-defined]
+            yield reader.line_num, row
 
     def check_csv_rows(self, rows: Iterator[tuple[int, list[str]]], source: Path, n_features: int,
                        label_at: int | None) -> None:
