@@ -16,9 +16,10 @@ class FakeEngine:
     """Just enough of ``docker.DockerClient``: each container runs ``seconds`` (``slow`` ones 30 s), exits."""
 
     def __init__(self, seconds: float = 0.2, exit_codes: dict[str, int] | None = None,
-                 fail_start: str | None = None, slow: tuple[str, ...] = ()):
+                 fail_start: str | None = None, slow: tuple[str, ...] = (), lines: dict[str, str] | None = None):
         self.seconds, self.exit_codes, self.fail_start = seconds, exit_codes or {}, fail_start
         self.slow = slow  # these tasks run 30 s
+        self.lines = lines or {}  # what a task logs (default: "<task> done")
         self.lock = threading.Lock()
         self.running = self.most_at_once = 0
         self.started: list[str] = []
@@ -58,7 +59,7 @@ class FakeContainer:
         self.gone.wait(30 if self.task in self.engine.slow else self.engine.seconds)  # "runs" until its time is up or it is removed
         with self.engine.lock:
             self.engine.running -= 1
-        yield f"{self.task} done\n".encode()
+        yield (self.engine.lines.get(self.task, f"{self.task} done") + "\n").encode()
 
     def wait(self) -> dict[str, int]:
         return {"StatusCode": self.engine.exit_codes.get(self.task, 0)}
@@ -137,3 +138,10 @@ def test_evaluate_is_committed_after_a_quality_gate_failure_and_the_run_still_fa
     with pytest.raises(PipelineFailed, match="step evaluate failed with exit code 3"):
         run(engine, tmp_path)
     assert "evaluate commit" in engine.started and engine.steps_started[-1] == "report"
+
+
+def test_a_task_whose_step_logged_a_cache_hit_gets_no_commit(tmp_path):
+    engine = FakeEngine(seconds=0.01, lines={"prepare": "prepare: cache hit 0123456789ab (first computed in run x); "
+                                                        "outputs reused"})
+    run(engine, tmp_path)
+    assert "prepare commit" not in engine.started and "evaluate commit" in engine.started

@@ -46,6 +46,7 @@ class LocalRunner:
     jobs: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _running: set = field(default_factory=set, init=False, repr=False)  # containers started, not removed
+    _hits: set = field(default_factory=set, init=False, repr=False)  # tasks whose step logged a cache hit
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)  # no new commits
 
     def _log(self, line: str) -> None:
@@ -79,6 +80,9 @@ class LocalRunner:
             for chunk in container.logs(stream=True, follow=True):
                 for line in chunk.decode(errors="replace").splitlines():
                     self._log(f"[{task.name}] {line}")
+                    if line.startswith(f"{task.step}: cache hit "):
+                        with self._lock:
+                            self._hits.add(task)
             return int(container.wait()["StatusCode"])
         finally:
             with self._lock:
@@ -115,7 +119,9 @@ class LocalRunner:
         def launch(task: spec.Task) -> int:
             self._log(f"==> {task.name}: {task.image} {' '.join(task.command)}")
             code = self.run_task(task, run_id, mounts[False])
-            if task.commits_cache and task.keeps_outputs(code) and not self._stopping.is_set():
+            # a hit's outputs are the store's own (a step that lies about one only loses its entry)
+            if task.commits_cache and task.keeps_outputs(code) and task not in self._hits \
+                    and not self._stopping.is_set():
                 committed = self.run_task(task.commit(), run_id, mounts[True])
                 if committed:
                     self._log(f"warning: {task.name}: the cache commit exited {committed}: "
