@@ -143,3 +143,18 @@ def test_an_invalid_run_id_is_refused_before_anything_is_made(tmp_path):
     with pytest.raises(ValueError):
         dataroot.prepare_run_dir(tmp_path / "data", "../escape")
     assert not (tmp_path / "data").exists()
+
+
+def test_clusterflow_run_refuses_a_planted_run_directory_with_one_line_and_exit_2(tmp_path: Path, shadow: Path):
+    from click.testing import CliRunner
+
+    from clusterflow.cli import main
+
+    data = tmp_path / "data"
+    (data / "runs").mkdir(parents=True)
+    (data / "runs" / "next").symlink_to(shadow.parent)
+    result = CliRunner().invoke(main, ["run", "--run-id", "next", "--data-dir", str(data)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "is a symlink: refusing to use it" in lines[0]
+    assert owner(shadow) == (0, 0) and stat.S_IMODE(shadow.stat().st_mode) == 0o600

@@ -14,7 +14,7 @@ import click
 import docker
 import docker.errors
 
-from clusterflow import spec
+from clusterflow import dataroot, spec
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
 
@@ -79,6 +79,9 @@ def run(run_id: str, data_dir: Path, image_tag: str, jobs: int | None, **params:
         report = runner.run(run_id, pipeline_params, image_tag)
     except PipelineImageMissing as exc:
         raise click.ClickException(str(exc)) from None
+    except dataroot.UnsafeDataRoot as exc:
+        click.echo(f"clusterflow: {exc}", err=True)
+        sys.exit(2)
     except PipelineFailed as exc:
         click.echo(f"clusterflow: {exc}", err=True)
         sys.exit(exc.exit_code)
