@@ -1,4 +1,5 @@
 """The prepare step: load or generate a dataset, validate it, write features (and labels).
 
-``datasets`` is the functional core (sources in, validated arrays out); ``cli`` is the click shell.
+``datasets`` is the functional core (sources in, validated arrays out), ``limits`` bounds what a
+user's file may make it allocate, and ``cli`` is the click shell.
 """
