@@ -150,7 +150,9 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
         had_previous = trial % 2 == 1
         if had_previous:
             shutil.copytree(data_dir / "runs/previous/prepare", run_dir / "prepare")
-            dataroot.prepare_run_dir(data_dir, run_id)  # hand the copy to the steps' user
+            uid, gid = (int(n) for n in runner.container_user().split(":"))  # the steps' user's, as a step wrote it
+            for path in (run_dir / "prepare", *(run_dir / "prepare").iterdir()):
+                os.chown(path, uid, gid, follow_symlinks=False)
         task = prepare_task(run_id, **KILL_PARAMS)
         codes: list[int] = []
         worker = threading.Thread(target=lambda: codes.append(runner.run_task(task, run_id, mounts)))
