@@ -66,7 +66,8 @@ def bombs(tmp_path_factory) -> dict[str, Path]:
     zeros = int(1.5 * GIB)
     zip_of_zeros(root / "zeros.npz", npy_header((zeros // 8,)), zeros)
     small = npy_header((1000, 8))
-    lie_about_size(zip_of_zeros(root / "lies.npz", small, zeros), len(small) + 1000 * 8)
+    # claims 8,000 bytes of data, inflates to 256 MiB: more than the peak memory the refusals may reach
+    lie_about_size(zip_of_zeros(root / "lies.npz", small, 256 * MIB), len(small) + 1000 * 8)
     rows = "1,a\n" * 37_000
     (root / "label.csv").write_text("x,label\n" + rows + "2," + "b" * 20_000 + "\n")
     (root / "line.csv").write_text("a\n" + "1," * (20 * MIB) + "1\n")  # one 40 MB line
