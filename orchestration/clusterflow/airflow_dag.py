@@ -160,8 +160,14 @@ def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: s
     run_id = spec.safe_run_id(airflow_run_id)
     if not (source.startswith("/") or spec.RUN_ID.problem(source.replace("/", "")) is None):
         raise ValueError(f"data source {source!r}: give an absolute host path or a Docker volume name")
-    tasks = {t.name: {"step": t.step, "variant": t.variant, "image": t.image, "command": list(t.command)}
+    tasks = {t.name: {"step": t.step, "variant": t.variant, "image": t.image, "command": list(t.command),
+                      "commits_cache": t.commits_cache}
              for stage in spec.stages(run_id, params, tag) for t in stage}
+
+    def rendered_mounts(commit: bool) -> list[dict[str, Any]]:
+        return [{"source": m.source, "target": m.target, "read_only": m.read_only, "type": m.kind}
+                for m in spec.mounts(source, params.dataset, commit=commit)]
+
     return {
         "run_id": run_id,
         "airflow_run_id": airflow_run_id,
@@ -171,8 +177,8 @@ def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: s
         "limits": limits.docker_kwargs(),
         "variants": list(params.inits),
         "tasks": tasks,
-        "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only, "type": m.kind}
-                   for m in spec.mounts(source, params.dataset)],
+        "mounts": rendered_mounts(commit=False),  # a step: the cache store read-only
+        "commit_mounts": rendered_mounts(commit=True),  # its commit: only the store writable
     }
 
 
@@ -191,19 +197,21 @@ def prepare_host_data_root(source: str, run_id: str) -> None:
 
 
 def render_container(plan: dict[str, Any], dag_id: str, step: str, variant: str | None,
-                     try_number: int, digest: str | None) -> dict[str, Any]:
-    """One step container's settings (image, command, env, labels, mounts) from a run's plan."""
+                     try_number: int, digest: str | None, *, commit: bool = False) -> dict[str, Any]:
+    """One step container's settings (image, command, env, labels, mounts) from a run's plan;
+    with ``commit``, those of its commit container (:meth:`spec.Task.commit`)."""
     name = f"{step}[{variant}]" if variant else step
     rendered = plan["tasks"][name]
     spec_task = spec.Task(step, rendered["image"], tuple(rendered["command"]), variant)
+    spec_task = spec_task.commit() if commit else spec_task
     return {
         "image": rendered["image"],
-        "command": rendered["command"],
+        "command": list(spec_task.command),
         "environment": spec.step_environment(rendered["image"], digest),
         "labels": spec.labels(dag_id, plan["run_id"], spec_task, try_number),
         "container_name": spec.container_name(plan["run_id"], spec_task),
         "mounts": [DockerMount(m["target"], m["source"], type=m["type"], read_only=m["read_only"])
-                   for m in plan["mounts"]],
+                   for m in plan["commit_mounts" if commit else "mounts"]],
         # DockerOperator's mem_limit; its ``cpus`` is only a relative weight (cpu_shares), so the
         # hard CPU limit goes into the host config as nano_cpus (see StepOperator.cli)
         **plan["limits"],
@@ -284,9 +292,10 @@ class StepOperator(DockerOperator):
     def task_name(self) -> str:
         return f"{self.step}[{self.variant}]" if self.variant else self.step
 
-    def render(self, plan: dict[str, Any], try_number: int, digest: str | None) -> dict[str, Any]:
+    def render(self, plan: dict[str, Any], try_number: int, digest: str | None, *,
+               commit: bool = False) -> dict[str, Any]:
         """This task's container settings for a run's plan (what :meth:`execute` launches)."""
-        return render_container(plan, self.dag_id, self.step, self.variant, try_number, digest)
+        return render_container(plan, self.dag_id, self.step, self.variant, try_number, digest, commit=commit)
 
     def image_digest(self, image: str) -> str:
         """The image's digest, resolved at run time the way the local runner does."""
@@ -302,7 +311,8 @@ class StepOperator(DockerOperator):
         if self.step == "report" and not self._evaluate_reported(context):
             raise AirflowSkipException("nothing to report: evaluate produced no metrics (an earlier step failed)")
         image = plan["tasks"][self.task_name]["image"]
-        for name, value in self.render(plan, context["ti"].try_number, self.image_digest(image)).items():
+        digest = self.image_digest(image)
+        for name, value in self.render(plan, context["ti"].try_number, digest).items():
             setattr(self, name, value)
         self.log.info("==> %s: %s %s", self.task_name, self.image, " ".join(self.command))
         try:
@@ -310,7 +320,9 @@ class StepOperator(DockerOperator):
         except DockerContainerFailedSkipException as exc:  # evaluate's exit 3: the quality gate
             reason = _gate_reason(exc.logs or [])
             context["ti"].xcom_push(GATE_XCOM, {"passed": False, "reason": reason})
+            self.commit(plan, context, digest)  # its metrics are kept, so they are cached too
             raise AirflowFailException(f"quality gate failed (exit {spec.QUALITY_GATE_EXIT}): {reason}") from None
+        self.commit(plan, context, digest)
         if self.step == "evaluate":
             summary = _summary(lines or [])
             if summary is None:
@@ -321,6 +333,20 @@ class StepOperator(DockerOperator):
         if self.step == "report":
             return f"runs/{plan['run_id']}/report/report.html"
         return None
+
+    def commit(self, plan: dict[str, Any], context: Any, digest: str | None) -> None:
+        """Launch this task's commit container, which puts the step's outputs into the cache store
+        (the only container that can write it). A failure only means no cache entry: a warning."""
+        if not plan["tasks"][self.task_name]["commits_cache"]:
+            return
+        for name, value in self.render(plan, context["ti"].try_number, digest, commit=True).items():
+            setattr(self, name, value)
+        self.log.info("==> %s: cache commit %s", self.task_name, " ".join(self.command))
+        try:
+            self.launch(context)
+        except (AirflowException, DockerContainerFailedSkipException, docker.errors.DockerException) as exc:
+            self.log.warning("%s: the cache commit failed (%s): its outputs are not cached", self.task_name,
+                             (str(exc).strip().splitlines() or [type(exc).__name__])[-1])
 
     def launch(self, context: Any) -> list[str] | None:
         """Run the rendered container; its log lines (evaluate) or None. Exit 3 of evaluate

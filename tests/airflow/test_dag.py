@@ -144,6 +144,12 @@ def test_the_containers_are_what_the_spec_renders(seen):
                            for m in mounts]
         tasks = [t for stage in spec.stages(run_id, params, case["tag"]) for t in stage]
         assert list(rendered["containers"]) == [t.name for t in tasks]
+        # the commit containers: the cache store writable, the data root not
+        assert rendered["plan"]["commit_mounts"] == [
+            {"source": m.source, "target": m.target, "read_only": m.read_only, "type": m.kind}
+            for m in spec.mounts(case["data_source"], params.dataset, commit=True)]
+        assert {n: t["commits_cache"] for n, t in rendered["plan"]["tasks"].items()} == {
+            t.name: t.name != "report" for t in tasks}
         for t in tasks:
             container = rendered["containers"][t.name]
             assert container["image"] == t.image == spec.image_ref(t.step, case["tag"])
@@ -156,7 +162,7 @@ def test_the_containers_are_what_the_spec_renders(seen):
 
 def test_a_user_dataset_is_mounted_read_only_under_input(seen):
     containers = seen["render"][2]["containers"]
-    assert containers["prepare"]["mounts"][1] == {"Target": "/input/points.csv", "Source": "/srv/points/points.csv",
+    assert containers["prepare"]["mounts"][2] == {"Target": "/input/points.csv", "Source": "/srv/points/points.csv",
                                                   "Type": "bind", "ReadOnly": True}
     assert containers["prepare"]["command"][containers["prepare"]["command"].index("--dataset") + 1] == \
         "/input/points.csv"
