@@ -3,32 +3,38 @@
 #   clusterflow/airflow:<VERSION>   Airflow 3.3.2 + docker provider (vendored constraints), postgres
 #                                   drivers, the clusterflow package and the DAG folder (always built;
 #                                   a rebuild without changes is all layer-cache hits)
-#   clusterflow/postgres-standin:15        only when $POSTGRES_IMAGE (default postgres:16),
-#   clusterflow/socket-proxy-standin:1     $SOCKET_PROXY_IMAGE (default
-#   clusterflow/redis-standin:7            tecnativa/docker-socket-proxy:0.3.0) or $REDIS_IMAGE
-#                                          (default redis:7) is neither present locally nor
-#                                          pullable within $PULL_TIMEOUT seconds (10)
+#   clusterflow/launch-gate:<VERSION>  the launch gate, the only holder of the Docker socket
+#                                   (images/launch-gate/; always built, as the Airflow image)
+#   clusterflow/postgres-standin:15        only when $POSTGRES_IMAGE (default postgres:16) or
+#   clusterflow/redis-standin:7            $REDIS_IMAGE (default redis:7) is neither present locally
+#                                          nor pullable within $PULL_TIMEOUT seconds (10)
 # The step images (clusterflow/{prepare,cluster,evaluate,report}) come from scripts/build-images.sh.
 #
-# Prints nothing on stdout but the lines `POSTGRES_IMAGE=...`, `SOCKET_PROXY_IMAGE=...` and
+#   scripts/build-stack-images.sh            # all of the above
+#   scripts/build-stack-images.sh --gate     # only the launch gate (its tests)
+#
+# Prints nothing on stdout but the lines `LAUNCH_GATE_IMAGE=...`, `POSTGRES_IMAGE=...` and
 # `REDIS_IMAGE=...`: the images the stack should use here (scripts/stack-env.sh writes them into .env).
 # Each build logs to build/logs/stack-<image>.log; a failing build prints that log's tail.
-# Env: PYTHON_BASE (see scripts/build-python-base.sh), POSTGRES_IMAGE, SOCKET_PROXY_IMAGE,
-#      REDIS_IMAGE, PULL_TIMEOUT, CLUSTERFLOW_STANDINS=always (build and use the stand-ins regardless).
+# Env: PYTHON_BASE (see scripts/build-python-base.sh), POSTGRES_IMAGE, REDIS_IMAGE, PULL_TIMEOUT,
+#      CLUSTERFLOW_STANDINS=always (build and use the stand-ins regardless).
 # Classic builder (DOCKER_BUILDKIT=0): works on engines without buildx.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 log() { printf 'build-stack-images: %s\n' "$*" >&2; }
-[ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { sed -n '2,20p' "$0"; exit 0; }
+case "${1:-}" in
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+  --gate|"") ;;
+  *) log "unknown argument $1: give --gate or nothing"; exit 2 ;;
+esac
 
 DOCKER=$("$repo/scripts/ensure-docker.sh")
 PYTHON_BASE=$("$repo/scripts/build-python-base.sh")
 VERSION=$(tr -d '[:space:]' < "$repo/VERSION")
 export DOCKER_BUILDKIT=0
 POSTGRES_IMAGE=${POSTGRES_IMAGE:-postgres:16}
-SOCKET_PROXY_IMAGE=${SOCKET_PROXY_IMAGE:-tecnativa/docker-socket-proxy:0.3.0}
 REDIS_IMAGE=${REDIS_IMAGE:-redis:7}
 PULL_TIMEOUT=${PULL_TIMEOUT:-10}
 mkdir -p build/logs
@@ -52,17 +58,33 @@ available() {  # available IMAGE: present locally, or pulled within $PULL_TIMEOU
   timeout "$PULL_TIMEOUT" "$DOCKER" pull -q "$1" >/dev/null 2>&1
 }
 
-# The Airflow image's context: only what it needs (the repo's .dockerignore admits step sources only).
-context=$(mktemp -d)
-trap 'rm -rf "$context"' EXIT
+# Build contexts hold only what each image needs (the repo's .dockerignore admits step sources only).
+contexts=$(mktemp -d)
+trap 'rm -rf "$contexts"' EXIT
+# Same modes every time (mktemp -d is 0700; umasks differ), so the layer cache keeps hitting.
+clean() { find "$1" \( -name __pycache__ -o -name '*.pyc' -o -name tests \) -prune -exec rm -rf {} +; chmod -R u=rwX,go=rX "$1"; }
+
+# The launch gate: its modules only (the clusterflow package's spec, which needs clusterflow_steps'
+# naming), so an edit elsewhere in the package keeps its layers.
+gate=$contexts/launch-gate
+mkdir -p "$gate/app/clusterflow" "$gate/app/clusterflow_steps" "$gate/images"
+cp orchestration/clusterflow/__init__.py orchestration/clusterflow/spec.py "$gate/app/clusterflow/"
+cp -r orchestration/clusterflow/gate "$gate/app/clusterflow/"
+cp steps/clusterflow_steps/__init__.py steps/clusterflow_steps/naming.py "$gate/app/clusterflow_steps/"
+cp -r images/launch-gate "$gate/images/"
+clean "$gate"
+build launch-gate "$gate" "$gate/images/launch-gate/Dockerfile" "clusterflow/launch-gate:$VERSION" \
+      --build-arg PYTHON_BASE="$PYTHON_BASE" --build-arg VERSION="$VERSION"
+printf 'LAUNCH_GATE_IMAGE=%s\n' "clusterflow/launch-gate:$VERSION"
+[ "${1:-}" = --gate ] && exit 0
+
+context=$contexts/airflow
 mkdir -p "$context/orchestration" "$context/steps" "$context/images"
 cp pyproject.toml VERSION "$context/"
 cp -r orchestration/airflow orchestration/clusterflow orchestration/dags "$context/orchestration/"
 cp -r steps/clusterflow_steps "$context/steps/"
 cp -r images/airflow "$context/images/"
-find "$context" \( -name __pycache__ -o -name '*.pyc' -o -name tests \) -prune -exec rm -rf {} +
-# Same modes every time (mktemp -d is 0700; umasks differ), so the layer cache keeps hitting.
-chmod -R u=rwX,go=rX "$context"
+clean "$context"
 build airflow "$context" "$context/images/airflow/Dockerfile" "clusterflow/airflow:$VERSION" \
       --build-arg PYTHON_BASE="$PYTHON_BASE" --build-arg VERSION="$VERSION"
 "$DOCKER" tag "clusterflow/airflow:$VERSION" clusterflow/airflow:latest
@@ -78,5 +100,4 @@ standin() {  # standin VAR OFFICIAL STANDIN_TAG DIR WHAT: print VAR=<image to us
   printf '%s=%s\n' "$var" "$tag"
 }
 standin POSTGRES_IMAGE "$POSTGRES_IMAGE" clusterflow/postgres-standin:15 postgres "Debian postgresql-15"
-standin SOCKET_PROXY_IMAGE "$SOCKET_PROXY_IMAGE" clusterflow/socket-proxy-standin:1 socket-proxy "Debian HAProxy"
 standin REDIS_IMAGE "$REDIS_IMAGE" clusterflow/redis-standin:7 redis "Debian redis-server 7"
