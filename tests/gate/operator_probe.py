@@ -1,6 +1,8 @@
-"""Runs in the Airflow venv (not collected by pytest): launches the DAG's prepare task with the
-real StepOperator (DockerOperator) against the Docker URL in argv[1], the data volume in argv[2].
-Exit 0 when DockerOperator saw the container through to its end."""
+"""Runs in the Airflow venv (not collected by pytest): launches the DAG's prepare container and
+its cache commit container with the real StepOperator (DockerOperator) against the Docker URL in
+argv[1], the data root (a volume name or a host path) in argv[2], the step limits from
+the environment. Exit 0 when DockerOperator saw
+both through to their end with exit 0."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 from airflow.sdk import DAG
 
 from clusterflow import airflow_dag, spec
+from clusterflow.version import VERSION
 
 
 class TaskInstance:
@@ -21,13 +24,14 @@ class TaskInstance:
 
 def main() -> None:
     url, source = sys.argv[1], sys.argv[2]
-    plan = airflow_dag.render_plan({}, "r1", source, "0.1.0", spec.StepLimits(2 << 30, 2.0))
+    plan = airflow_dag.render_plan({}, "r1", source, VERSION)  # the step limits from the env
     with DAG(spec.DAG_ID, start_date=dt.datetime(2026, 1, 1), schedule=None):
         operator = airflow_dag.StepOperator(task_id="prepare", step="prepare", docker_url=url)
-    for name, value in operator.render(plan, 1, "sha256:" + "a" * 64).items():
-        setattr(operator, name, value)
     operator.nano_cpus = plan["limits"]["nano_cpus"]
-    operator.launch({"ti": TaskInstance()})
+    for commit in (False, True):  # the step's container, then its cache commit's
+        for name, value in operator.render(plan, 1, "sha256:" + "a" * 64, commit=commit).items():
+            setattr(operator, name, value)
+        operator.launch({"ti": TaskInstance()})
 
 
 if __name__ == "__main__":

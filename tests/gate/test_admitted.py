@@ -73,23 +73,29 @@ def test_a_dataset_from_the_allowed_input_directory_is_mounted_read_only(gate: s
                          "ReadOnly": True}
 
 
+LIMITS = {"CLUSTERFLOW_STEP_MEMORY": "2g", "CLUSTERFLOW_STEP_CPUS": "2"}
+
+
 @pytest.fixture
 def volume_gate(engine: fake_engine.Engine, tmp_path: Path) -> Iterator[str]:
     yield from serve({config.SOCKET_ENV: str(tmp_path / "engine.sock"), config.DATA_SOURCE_ENV: "clusterflow-data",
-                      "CLUSTERFLOW_STEP_MEMORY": "2g", "CLUSTERFLOW_STEP_CPUS": "2"})
+                      **LIMITS})
 
 
-def test_dockeroperator_launches_a_step_through_the_gate(volume_gate: str, engine: Any) -> None:
+def test_dockeroperator_launches_a_step_and_its_commit_through_the_gate(volume_gate: str, engine: Any) -> None:
     probe = subprocess.run([str(AIRFLOW_PYTHON), str(Path(__file__).with_name("operator_probe.py")),
                             volume_gate.replace("http://", "tcp://"), "clusterflow-data"],
-                           capture_output=True, text=True, timeout=120, cwd=REPO)
+                           capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **LIMITS})
     assert probe.returncode == 0, probe.stderr[-3000:]
-    (request,) = creates(engine)
-    assert request["query"] == "name=clusterflow.r1.prepare"
+    step, commit = creates(engine)
+    assert (step["query"], commit["query"]) == ("name=clusterflow.r1.prepare", "name=clusterflow.r1.prepare.commit")
     # DockerOperator's defaults (ExposedPorts, PortBindings, Ulimits, LogConfig, CpuShares) are dropped
-    assert_canonical(request, [
+    assert_canonical(step, [
         {"Target": "/data", "Source": "clusterflow-data", "Type": "volume", "ReadOnly": False},
         {"Target": "/data/cache", "Source": "clusterflow-data-cache", "Type": "volume", "ReadOnly": True}])
+    assert_canonical(commit, [
+        {"Target": "/data", "Source": "clusterflow-data", "Type": "volume", "ReadOnly": True},
+        {"Target": "/data/cache", "Source": "clusterflow-data-cache", "Type": "volume", "ReadOnly": False}])
     calls = [(r["method"], r["path"]) for r in engine.requests]
     # the orphan check by name, then attach (upgraded), start, wait, remove: each on the full id
     assert ("DELETE", "/v1.41/containers/cfid0001") in calls and ("POST", "/v1.41/containers/cfid0001/attach") in calls

@@ -57,7 +57,7 @@ _NEVER = frozenset({"MaskedPaths", "ReadonlyPaths"})
 # The relative CPU weight DockerOperator always sends (its cpus=1.0): the engine's default too.
 _DEFAULT_WEIGHTS = {"CpuShares": (0, 1024)}
 _ATTACH = ("AttachStdout", "AttachStderr")
-_CHECKED = frozenset({"Memory", "NanoCpus", "Mounts", "Binds"})  # by _limit and _mounts
+_CHECKED = frozenset({"Memory", "NanoCpus", "Mounts"})  # by _limit and _mounts
 
 
 class Refusal(Exception):
@@ -204,7 +204,7 @@ def parse_json(body: bytes) -> Any:
 def _spelled(obj: Any, known: frozenset[str], where: str) -> dict[str, Any]:
     """``obj`` as a JSON object whose keys are all spelled as the engine spells them."""
     if not isinstance(obj, dict):
-        raise Refusal(f"{where} must be a JSON object", 400)
+        raise Refusal(f"{where.rstrip('.[]') or 'the body'} must be a JSON object", 400)
     folded = {k.casefold(): k for k in known}
     for key in obj:
         if key not in known:
@@ -270,8 +270,6 @@ def _mounts(host: dict[str, Any], settings: Settings, commit: bool,
             resolve_input: Callable[[str, tuple[str, ...]], str]) -> list[spec.Mount]:
     """The mounts :func:`spec.mounts` renders for the configured data root (data rw and cache ro
     for a step, the other way round for a commit container) and at most one read-only input."""
-    if not _is_default(host.get("Binds")):
-        raise Refusal("HostConfig.Binds: only the data root's mounts (HostConfig.Mounts)")
     expected = spec.mounts(settings.data_source, cache=settings.cache_source, commit=commit)
     rendered = [dict(_docker_mount(m)) for m in expected]
     received = host.get("Mounts")
@@ -311,20 +309,19 @@ def _host_config(host: Any, api: str, settings: Settings, commit: bool,
     """The host config to forward: docker-py's rendering of the policy, the checked limits and
     mounts; refused when ``host`` asks for anything else."""
     host = _spelled(host, HOST_CONFIG_KEYS, "HostConfig.")
+    policy = dict(docker.types.HostConfig(api, **spec.CONTAINER_POLICY))
+    granted = [k for k, v in host.items() if k not in policy and (k in _NEVER or k not in _CHECKED and not (
+        _is_default(v) or v in _DEFAULT_WEIGHTS.get(k, ())))]
+    if granted:  # what grants privilege first, so the answer names it
+        raise Refusal(f"HostConfig.{granted[0]} not allowed")
+    for key, expected in policy.items():
+        if key not in host:
+            raise Refusal(f"HostConfig.{key} missing: the step policy requires {expected!r}")
+        if host[key] != expected or type(host[key]) is not type(expected):
+            raise Refusal(f"HostConfig.{key} {host[key]!r}: the step policy is {expected!r}")
     memory = _limit(host, "Memory", settings.limits.memory, least=6 << 20)
     nano_cpus = _limit(host, "NanoCpus", settings.limits.nano_cpus)
     mounts = _mounts(host, settings, commit, resolve_input)
-    policy = dict(docker.types.HostConfig(api, **spec.CONTAINER_POLICY))
-    for key, value in host.items():
-        if key in policy:
-            if value != policy[key] or type(value) is not type(policy[key]):
-                raise Refusal(f"HostConfig.{key} {value!r}: the step policy is {policy[key]!r}")
-        elif key in _NEVER or key not in _CHECKED and not (
-                _is_default(value) or value in _DEFAULT_WEIGHTS.get(key, ())):
-            raise Refusal(f"HostConfig.{key} not allowed")
-    missing = sorted(set(policy) - set(host))
-    if missing:
-        raise Refusal(f"HostConfig.{missing[0]} missing: the step policy requires {policy[missing[0]]!r}")
     return dict(docker.types.HostConfig(api, **spec.CONTAINER_POLICY, mem_limit=memory, nano_cpus=nano_cpus,
                                         mounts=[_docker_mount(m) for m in mounts]))
 
@@ -334,11 +331,13 @@ def create_body(body: bytes, api: str, settings: Settings,
     """The create body to forward, rebuilt from the checked values of ``body``; :class:`Refusal`
     naming the first rule it breaks."""
     config = _spelled(parse_json(body), CONFIG_KEYS, "")
+    command = _strings(config.get("Cmd"), "Cmd")
+    host = _host_config(config.get("HostConfig"), api, settings, spec.COMMIT_CACHE_FLAG in command, resolve_input)
     checked: dict[str, Any] = {"Image": image(config.get("Image"), settings)}
     if config.get("User") != spec.STEP_USER:
         raise Refusal(f"User {config.get('User')!r}: steps run as {spec.STEP_USER}")
     checked["User"] = spec.STEP_USER
-    checked["Cmd"] = _strings(config.get("Cmd"), "Cmd")
+    checked["Cmd"] = command
     checked["Env"] = _env(config.get("Env"))
     checked["Labels"] = _labels(config.get("Labels"))
     for key in _ATTACH:
@@ -348,8 +347,7 @@ def create_body(body: bytes, api: str, settings: Settings,
     others = sorted(k for k, v in config.items() if k not in checked and k != "HostConfig" and not _is_default(v))
     if others:
         raise Refusal(f"{others[0]} not allowed" + (" (the step image's entrypoint runs)" if others[0] == "Entrypoint" else ""))
-    checked["HostConfig"] = _host_config(config.get("HostConfig"), api, settings,
-                                         spec.COMMIT_CACHE_FLAG in checked["Cmd"], resolve_input)
+    checked["HostConfig"] = host
     return json.dumps(checked, separators=(",", ":")).encode()
 
 
