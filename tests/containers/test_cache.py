@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from docker.types import Mount as DockerMount
+
 from clusterflow import spec
+from tests.containers.conftest import image
 from tests.containers.test_pipeline import clusterflow_run
 
 pytestmark = pytest.mark.container
@@ -54,7 +57,8 @@ def test_a_new_run_with_the_same_params_reuses_every_step(cached_runs):
     metrics = [(data_dir / "runs" / r / "evaluate/metrics.json").read_bytes() for r in ("first", "second")]
     assert metrics[0] == metrics[1]  # reused fit times included
     assert not list((data_dir / "runs" / "second").rglob(".*")), "temporary directories left behind"
-    assert sorted(p.name for p in (data_dir / "cache").iterdir()) == sorted(spec.STEPS)
+    # every step but the report (its page shows run ids: never committed)
+    assert sorted(p.name for p in (data_dir / "cache").iterdir()) == sorted(set(spec.STEPS) - {"report"})
 
 
 def test_a_changed_param_misses_for_cluster_and_downstream_only(cached_runs):
@@ -88,3 +92,64 @@ def test_no_cache_runs_every_step(docker_cli, data_dir):
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert hits(forced.stdout) == set()
     assert manifest(data_dir, "two", "cluster/pca")["cache"]["reason"] == "--no-cache"
+
+
+def test_a_cold_run_fills_the_store_only_through_commit_containers(cached_runs):
+    data_dir, results = cached_runs
+    first = results["first"].stdout
+    for task in set(TASKS) - {"report"}:
+        step = task.split("[")[0]
+        assert re.search(rf"^\[{re.escape(task)}\] {step}: stored /data/runs/first/\S+ as cache entry [0-9a-f]{{12}}$",
+                         first, re.MULTILINE), task
+    assert "[report] report: stored" not in first and not (data_dir / "cache" / "report").exists()
+    stored = [p for p in (data_dir / "cache").rglob("*") if p.is_file()]
+    assert stored and all(p.stat().st_mode & 0o777 == 0o444 for p in stored)
+
+
+PLANT_STORE = """
+import pathlib
+for target in ('/data/cache/prepare/planted', '/data/cache/x'):
+    try:
+        pathlib.Path(target).mkdir()
+        print('wrote', target)
+    except OSError as exc:
+        print('refused', target, exc.strerror)
+"""
+# A self-consistent runs/next/prepare/ (the next run id) with the first run's key and fake features
+PLANT_RUN = """
+import hashlib, json, pathlib
+real, planted = pathlib.Path('/data/runs/first/prepare'), pathlib.Path('/data/runs/next/prepare')
+planted.mkdir(parents=True)
+features = (real / 'features.npy').read_bytes()[:-8] + b'\x7f' * 8
+(planted / 'features.npy').write_bytes(features)
+(planted / 'labels.npy').write_bytes((real / 'labels.npy').read_bytes())
+manifest = json.loads((real / 'manifest.json').read_text())
+manifest['outputs']['features.npy']['sha256'] = hashlib.sha256(features).hexdigest()
+manifest['run_id'] = 'innocent-run'
+(planted / 'manifest.json').write_text(json.dumps(manifest))
+print('planted')
+"""
+
+
+def in_step_container(engine, data_dir: Path, script: str) -> list[str]:
+    """Run ``script`` as a step container runs: its user, policy and mounts (the store read-only)."""
+    return engine.containers.run(
+        image("prepare"), ["-c", script], entrypoint="python", user=spec.STEP_USER, remove=True,
+        mounts=[DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only)
+                for m in spec.mounts(str(data_dir))], **spec.CONTAINER_POLICY).decode().splitlines()
+
+
+def test_a_step_container_cannot_write_the_store_and_a_planted_next_run_is_not_reused(engine, cached_runs):
+    data_dir, _ = cached_runs
+    assert in_step_container(engine, data_dir, PLANT_STORE) == [
+        "refused /data/cache/prepare/planted Read-only file system", "refused /data/cache/x Read-only file system"]
+
+    assert in_step_container(engine, data_dir, PLANT_RUN) == ["planted"]
+    planted, real = data_dir / "runs" / "next" / "prepare", data_dir / "runs" / "first" / "prepare"
+    assert (planted / "features.npy").read_bytes() != (real / "features.npy").read_bytes()
+    result = clusterflow_run(data_dir, "--run-id", "next")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prepare" in hits(result.stdout)  # from the store, which holds the real features
+    assert "innocent-run" not in result.stdout
+    assert (planted / "features.npy").read_bytes() == (real / "features.npy").read_bytes()
+    assert manifest(data_dir, "next", "prepare")["cache"]["source"] == "first"

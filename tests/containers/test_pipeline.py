@@ -18,9 +18,9 @@ pytestmark = pytest.mark.container
 
 CONTRACT = {
     "prepare": ["features.npy", "labels.npy", "manifest.json"],
-    "cluster/k-means++": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
-    "cluster/random": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
-    "cluster/pca": ["centers.npy", "labels.npy", "manifest.json", "model.joblib"],
+    "cluster/k-means++": ["centers.npy", "labels.npy", "manifest.json", "model.joblib", "model.npz"],
+    "cluster/random": ["centers.npy", "labels.npy", "manifest.json", "model.joblib", "model.npz"],
+    "cluster/pca": ["centers.npy", "labels.npy", "manifest.json", "model.joblib", "model.npz"],
     "evaluate": ["manifest.json", "metrics.json", "projection.npz"],
     "report": ["manifest.json", "report.html"],
 }
