@@ -11,10 +11,10 @@ from typing import Any
 
 import docker
 
-from benchmarks import images, overhead, scale, steps
+from benchmarks import gate, images, overhead, scale, steps
 from benchmarks.measure import Table, load, machine, verdict
 
-SECTIONS = ("overhead", "steps", "images", "scale")
+SECTIONS = ("overhead", "steps", "images", "scale", "gate")
 BEGIN, END = "<!-- python -m benchmarks: begin -->", "<!-- python -m benchmarks: end -->"
 MB = 1 << 20
 
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             scale.plot(found["scale"], args.plot)
             print(f"plot: {args.plot}")
+    if "gate" in chosen:
+        show(gate.run(client, args.repeats))
     show(targets(found))
     footer = f"Finished after {(dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60:.1f} min; " \
              f"load average then: {load()}."
