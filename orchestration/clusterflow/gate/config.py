@@ -40,12 +40,13 @@ def from_env(env: typing.Mapping[str, str] | None = None) -> GateConfig:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{LISTEN_ENV}={listen!r}: give HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    dirs = tuple(os.path.realpath(d) for d in (env.get(INPUT_DIRS_ENV) or "").split(":") if d.strip())
-    relative = [d for d in (env.get(INPUT_DIRS_ENV) or "").split(":") if d.strip() and not d.startswith("/")]
+    given = [d.strip() for d in (env.get(INPUT_DIRS_ENV) or "").split(":") if d.strip()]
+    relative = [d for d in given if not d.startswith("/")]
     if relative:
         raise ValueError(f"{INPUT_DIRS_ENV}: {relative[0]!r} is not absolute: give absolute host directories")
     settings = Settings(source, spec.cache_source(source, env), spec.step_limits(env),
-                        (env.get(IMAGE_TAG_ENV) or "").strip() or None, dirs)
+                        (env.get(IMAGE_TAG_ENV) or "").strip() or None,
+                        tuple(os.path.realpath(d) for d in given))
     return GateConfig(settings, host, int(port), env.get(SOCKET_ENV) or DEFAULT_SOCKET)
 
 
