@@ -17,6 +17,7 @@ from clusterflow import runner, spec
 from clusterflow.gate import config
 from tests.gate import fake_engine
 from tests.gate.conftest import serve
+from tests.gate.test_refusals import raw
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_PYTHON = Path(os.environ.get("AIRFLOW_VENV", REPO / ".venv-airflow")) / "bin" / "python"
@@ -128,6 +129,7 @@ def test_ping_version_and_the_step_images(gate: str, engine: Any) -> None:
     assert api.ping() is True and api.version()["ApiVersion"] == "1.41"
     assert api.images(name="clusterflow/prepare:0.1.0")
     assert api.inspect_image("clusterflow/prepare:0.1.0")["RepoTags"] == ["clusterflow/prepare:0.1.0"]
+    assert raw(gate, "HEAD", "/_ping") == (200, {})  # the engine's Content-Length passed on, no body
 
 
 @pytest.mark.parametrize("env, problem", [
