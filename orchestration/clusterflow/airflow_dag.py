@@ -341,7 +341,7 @@ class StepOperator(DockerOperator):
             return
         for name, value in self.render(plan, context["ti"].try_number, digest, commit=True).items():
             setattr(self, name, value)
-        self.log.info("==> %s: cache commit %s", self.task_name, " ".join(self.command))
+        self.log.info("cache commit of %s: %s", self.task_name, " ".join(self.command))
         try:
             self.launch(context)
         except (AirflowException, DockerContainerFailedSkipException, docker.errors.DockerException) as exc:

@@ -138,6 +138,22 @@ def test_manifests_record_the_image_and_its_digest_like_the_runner(dag_run, runn
         assert without_timings(ours["params"]) == without_timings(theirs["params"])
 
 
+def test_each_task_but_the_report_commits_its_outputs_to_the_store(dag_run):
+    """The commit containers ran inside the step tasks: the store holds read-only copies of what
+    the run's prepare, cluster and evaluate wrote, under the keys their manifests record."""
+    store = dag_run.data / "cache"
+    assert sorted(p.name for p in store.iterdir()) == ["cluster", "evaluate", "prepare"]
+    assert "the cache commit failed" not in dag_run.output
+    for step_dir in ("prepare", "cluster/k-means++", "cluster/random", "cluster/pca", "evaluate"):
+        written = json.loads((dag_run.run_dir / step_dir / "manifest.json").read_text())
+        entry = store / step_dir.split("/")[0] / written["cache"]["key"]
+        for name in written["outputs"]:
+            stored = entry / name
+            assert stored.read_bytes() == (dag_run.run_dir / step_dir / name).read_bytes()
+            assert stored.stat().st_mode & 0o777 == 0o444
+            assert stored.stat().st_ino != (dag_run.run_dir / step_dir / name).stat().st_ino
+
+
 def test_the_report_is_written(dag_run):
     html = (dag_run.run_dir / "report/report.html").read_text()
     assert "<table" in html and "data:image/png;base64," in html
@@ -211,6 +227,8 @@ def test_a_named_volume_works_as_the_data_root(docker_cli, home, engine):
                                             "projection.npz", "report:", "manifest.json", "report.html"]
     finally:
         volume.remove(force=True)
+        for cache in engine.volumes.list(filters={"name": f"{volume.name}-cache"}):  # the store's, made on use
+            cache.remove(force=True)
 
 
 def test_the_airflow_variable_chooses_the_data_root_over_the_env(dag_run, tmp_path):

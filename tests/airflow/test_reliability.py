@@ -166,7 +166,9 @@ def test_clearing_a_failed_run_resumes_it_from_the_cache(scheduler, engine, imag
     assert before[("evaluate", None)]["try_number"] == 1  # image not found: AirflowFailException, no retry
     assert f"image {evaluate_image} not found" in task_log(scheduler, run_id, "evaluate", 1)
     run_dir = scheduler.data / "runs" / spec.safe_run_id(run_id)
-    models = {v: (run_dir / "cluster" / v / "model.joblib").stat() for v in conf["inits"]}
+    models = {v: run_dir / "cluster" / v / "model.joblib" for v in conf["inits"]}
+    model_bytes = {v: path.read_bytes() for v, path in models.items()}
+    model_inodes = {v: path.stat().st_ino for v, path in models.items()}
     finished = ["prepare", *(f"cluster/{v}" for v in conf["inits"])]
     manifests = {d: (run_dir / d / "manifest.json").read_bytes() for d in finished}
     assert all(json.loads(m)["cache"]["hit"] is False for m in manifests.values())  # computed in this run
@@ -186,15 +188,15 @@ def test_clearing_a_failed_run_resumes_it_from_the_cache(scheduler, engine, imag
     assert {key: n for key, n in tries.items() if key[0] != "outcome"} == dict.fromkeys(
         [k for k in tries if k[0] != "outcome"], 2), tries  # every task ran again (outcome: skipped unrun)
 
-    # A hit on the run's own outputs keeps the very files (no refit: same inodes) and records the
-    # hit in a fresh manifest (README, Step cache).
+    # The resumed tasks hit the cache store their first try committed to: the same bytes, copied
+    # in (new inodes; the run's own directory never counts as a hit), a fresh manifest (README, Step cache).
     key = json.loads(manifests["prepare"])["cache"]["key"]
     assert f"prepare: cache hit {key[:12]}" in task_log(scheduler, run_id, "prepare", 2)
     for variant in conf["inits"]:
         index = after[("cluster", variant)]["map_index"]
         assert "cluster: cache hit" in task_log(scheduler, run_id, "cluster", 2, index), variant
-        now = (run_dir / "cluster" / variant / "model.joblib").stat()
-        assert (now.st_ino, now.st_mtime_ns) == (models[variant].st_ino, models[variant].st_mtime_ns)  # no refit
+        assert models[variant].read_bytes() == model_bytes[variant]
+        assert models[variant].stat().st_ino != model_inodes[variant]  # a copy from the store
     for d in finished:
         first, again = json.loads(manifests[d]), json.loads((run_dir / d / "manifest.json").read_text())
         assert again["cache"] == {**first["cache"], "hit": True, "source": spec.safe_run_id(run_id)}, d
