@@ -10,6 +10,8 @@
 #                                        clusterflow/base: prepare, cluster, evaluate)
 #   images/report/requirements.in    -> images/report/requirements.lock (the report's matplotlib layer)
 #   requirements/dev.in              -> requirements/dev.lock           (host dev/test venv .venv)
+#   images/launch-gate/requirements.in -> images/launch-gate/requirements.lock (the launch gate:
+#                                        h11 and docker, constrained by the dev lock)
 # The two layer locks are compiled with the core lock as constraints and the core packages left
 # out: each holds only its layer's extra packages, so no layer carries a 2nd numpy.
 #
@@ -93,4 +95,7 @@ compile images/report/requirements.in images/report/requirements.lock \
   --constraint "$core_lock" "${no_emit[@]}" || status=1
 
 compile requirements/dev.in requirements/dev.lock || status=1
+# The launch gate's venv: the versions the tests ran it with (the dev lock as constraints).
+compile images/launch-gate/requirements.in images/launch-gate/requirements.lock \
+  --constraint requirements/dev.lock || status=1
 exit "$status"
