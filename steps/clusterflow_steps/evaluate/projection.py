@@ -11,13 +11,12 @@ report reads with numpy alone. scikit-learn is imported by :func:`compute`, not 
 from __future__ import annotations
 
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clusterflow_steps.contract import PROJECTION_FIELDS
+from clusterflow_steps.contract import PROJECTION_FIELDS, save_npz
 
 GRID_POINTS = 400  # decision-region mesh: GRID_POINTS x GRID_POINTS, whatever the data's size
 MAX_FIT_ROWS = 50_000  # PCA and KMeans of the decision-region figure fit at most this many rows
@@ -77,16 +76,8 @@ def compute(features: np.ndarray, n_clusters: int, seed: int) -> Projection:
 
 
 def save(path: Path, projection: Projection) -> Path:
-    """Write ``projection`` as an ``.npz`` that ``np.load`` reads; byte-identical for equal data
-    (``np.savez`` stamps each member with the current time, which would change the file's sha256)."""
+    """Write ``projection`` as a byte-stable ``.npz`` that ``np.load`` reads (:func:`contract.save_npz`)."""
     arrays = {"points": projection.points, "centroids": projection.centroids, "regions": projection.regions,
               "extent": projection.extent, "seed": np.int64(projection.seed),
               "n_samples": np.int64(projection.n_samples), "n_fitted": np.int64(projection.n_fitted)}
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in PROJECTION_FIELDS:
-            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            member.compress_type = zipfile.ZIP_DEFLATED
-            member.external_attr = 0o644 << 16
-            with archive.open(member, "w") as out:
-                np.lib.format.write_array(out, np.asanyarray(arrays[name]), allow_pickle=False)
-    return path
+    return save_npz(path, {name: arrays[name] for name in PROJECTION_FIELDS})
