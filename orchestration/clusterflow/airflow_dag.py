@@ -478,9 +478,9 @@ def build_dag() -> DAG:
             try:
                 rendered = render_plan(dict(params or {}), str(run_id), data_source(),
                                        os.environ.get(IMAGE_TAG_ENV) or VERSION)
-            except ValueError as exc:
+                prepare_host_data_root(rendered["data_source"], rendered["run_id"])
+            except ValueError as exc:  # bad params, or a planted symlink (dataroot.UnsafeDataRoot)
                 raise AirflowFailException(str(exc)) from None
-            prepare_host_data_root(rendered["data_source"], rendered["run_id"])
             print(f"run id on the data root: {rendered['run_id']} (data root {rendered['data_source']})")
             print(f"step container limits: {rendered['limits']}")
             for name, t in rendered["tasks"].items():

@@ -213,6 +213,18 @@ def test_invalid_params_stop_the_run_before_any_container(docker_cli, home, tmp_
     assert not (data / "runs").exists()
 
 
+def test_a_planted_runs_symlink_fails_the_plan_with_one_line_and_touches_nothing(docker_cli, home, tmp_path_factory):
+    """A step-writable data root whose runs/ points elsewhere: plan (root here, as in CI) refuses it."""
+    data = writable_data_dir(tmp_path_factory, "planted-data")
+    outside = tmp_path_factory.mktemp("outside")
+    (data / "runs").symlink_to(outside)
+    planted = DagsTest(home, data)
+    assert planted.result.returncode != 0
+    assert f"{data}/runs is a symlink: refusing to use it" in planted.output
+    assert "==> prepare" not in planted.output
+    assert list(outside.iterdir()) == []
+
+
 def test_a_named_volume_works_as_the_data_root(docker_cli, home, engine):
     volume = engine.volumes.create(f"clusterflow-test-{os.getpid()}")
     try:
