@@ -1,8 +1,10 @@
 #!/bin/sh
-# clusterflow/airflow entrypoint: `airflow ARGS...`. When AIRFLOW_ADMIN_PASSWORD is set, first
-# write the SimpleAuthManager password file (JSON {user: password}) for every user named in
+# clusterflow/airflow entrypoint: `airflow ARGS...`. When AIRFLOW_ADMIN_PASSWORD_FILE names a
+# file (the stack's secret /run/secrets/airflow_admin_password), first write the SimpleAuthManager
+# password file (JSON {user: password}) for every user named in
 # AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS (user:role,...), so the password comes from the
-# stack's .env instead of being generated and printed by the API server. `celery worker`
+# stack's secret instead of being generated and printed by the API server (and never sits in
+# the container's environment). `celery worker`
 # refuses to start unless the executor is CeleryExecutor (it would idle, taking no tasks).
 # Every component first gets the project's Airflow settings (orchestration/airflow/settings.env,
 # the same file scripts/airflow.sh reads), each unless the environment already sets it.
@@ -24,14 +26,20 @@ if [ "${1:-}" = celery ] && [ "${2:-}" = worker ] && [ "${AIRFLOW__CORE__EXECUTO
        "'${AIRFLOW__CORE__EXECUTOR:-}'): start the stack with AIRFLOW_EXECUTOR=CeleryExecutor" >&2
   exit 2
 fi
-if [ -n "${AIRFLOW_ADMIN_PASSWORD:-}" ]; then
+if [ -n "${AIRFLOW_ADMIN_PASSWORD_FILE:-}" ]; then
   file=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}
   umask 077
-  python3 - "$file" <<'PY'
+  python3 - "$AIRFLOW_ADMIN_PASSWORD_FILE" "$file" <<'PY'
 import json, os, sys
-users = [u.split(":")[0].strip() for u in os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "").split(",") if u.strip()]
-with open(sys.argv[1], "w") as out:
-    json.dump({u: os.environ["AIRFLOW_ADMIN_PASSWORD"] for u in users}, out)
+try:
+    password = open(sys.argv[1]).read().strip()
+except OSError as exc:
+    sys.exit(f"clusterflow-airflow: cannot read AIRFLOW_ADMIN_PASSWORD_FILE={sys.argv[1]} ({exc.strerror}):"
+             " give the service the airflow_admin_password secret")
+users = [u.split(":")[0].strip()
+         for u in os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "").split(",") if u.strip()]
+with open(sys.argv[2], "w") as out:
+    json.dump({u: password for u in users}, out)
 PY
 fi
 exec airflow "$@"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Stand-in for the official postgres image's entrypoint (the subset the compose stack uses):
-# first start initialises $PGDATA with $POSTGRES_USER / $POSTGRES_PASSWORD and creates
-# $POSTGRES_DB; every start then runs the server in the foreground as the postgres user.
+# first start initialises $PGDATA with $POSTGRES_USER / $POSTGRES_PASSWORD (or the contents of
+# $POSTGRES_PASSWORD_FILE, as the official image reads a secret) and creates $POSTGRES_DB; every
+# start then runs the server in the foreground as the postgres user.
 set -eu
 : "${PGDATA:=/var/lib/postgresql/data}"
 POSTGRES_USER=${POSTGRES_USER:-postgres}
@@ -15,11 +16,14 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+  fi
   if [ -z "${POSTGRES_PASSWORD:-}" ]; then
     echo "postgres-entrypoint: POSTGRES_PASSWORD is empty; refusing to initialise a database without a password" >&2
     exit 1
   fi
-  pwfile=$(mktemp); chmod 0644 "$pwfile"; printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+  pwfile=$(mktemp); chown postgres "$pwfile"; printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
   as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" \
       --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 >/dev/null
   rm -f "$pwfile"

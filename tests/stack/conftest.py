@@ -29,9 +29,65 @@ from tests.containers.conftest import docker_cli, engine  # noqa: F401  (shared 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DAG_ID = spec.DAG_ID
-LONG_RUNNING = ("postgres", "socket-proxy", "airflow-apiserver", "airflow-scheduler",
+LONG_RUNNING = ("postgres", "launch-gate", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer")
 RUN_DONE = ("success", "failed")
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-triggerer", "airflow-worker")
+# Which secret files each service may read (/run/secrets): what it needs and nothing more (README
+# "Docker Compose stack"). The worker reaches Airflow only through the execution API with the token
+# the scheduler minted, so it has no database password and no JWT secret.
+SECRETS_BY_SERVICE = {
+    "postgres": {"postgres_password"},
+    "redis": {"redis_password"},
+    "launch-gate": set(),
+    "airflow-init": {"postgres_password"},
+    "airflow-apiserver": {"postgres_password", "airflow_fernet_key", "airflow_jwt_secret",
+                          "airflow_api_secret_key", "airflow_admin_password"},
+    "airflow-scheduler": {"postgres_password", "airflow_jwt_secret", "airflow_api_secret_key", "redis_password"},
+    "airflow-dag-processor": {"postgres_password", "airflow_fernet_key"},
+    "airflow-triggerer": {"postgres_password", "airflow_fernet_key", "airflow_api_secret_key"},
+    "airflow-worker": {"redis_password", "airflow_api_secret_key"},
+}
+SECRET_NAMES = set().union(*SECRETS_BY_SERVICE.values())
+
+# Run inside a task-running container (scheduler, Celery worker) with its docker SDK, which talks to
+# DOCKER_HOST=tcp://launch-gate:2375: the create the DAG itself would send (the control: admitted,
+# then removed through the gate), the same with one escape added, and a container listing.
+GATE_PROBE = """
+import json, os
+import docker
+from docker.types import Mount
+from clusterflow import spec
+from clusterflow.version import VERSION
+
+client = docker.from_env(timeout=60)
+image = spec.image_ref("prepare", os.environ.get("CLUSTERFLOW_IMAGE_TAG") or VERSION)
+task = spec.Task("prepare", image, ("--help",))
+step = dict(image=image, command=list(task.command), user=spec.STEP_USER,
+            environment=spec.step_environment(image, None), labels=spec.labels("gate-probe", "gate-probe", task),
+            mounts=[Mount(m.target, m.source, type=m.kind, read_only=m.read_only)
+                    for m in spec.mounts(os.environ["CLUSTERFLOW_DATA_SOURCE"])],
+            **spec.CONTAINER_POLICY, **spec.step_limits().docker_kwargs())
+found = {}
+
+def attempt(name, call):
+    try:
+        result = call()
+    except docker.errors.APIError as exc:
+        found[name] = [exc.status_code, exc.explanation]
+    else:
+        found[name] = [200, "admitted"]
+        if hasattr(result, "remove"):
+            result.remove(force=True)
+
+attempt("step container", lambda: client.containers.create(**step))
+attempt("privileged", lambda: client.containers.create(**step, privileged=True))
+attempt("/ bind", lambda: client.containers.create(**step, volumes={"/": {"bind": "/host", "mode": "rw"}}))
+attempt("list containers", lambda: client.containers.list(all=True))
+found["ping"] = client.ping()
+print(json.dumps(found))
+"""
 
 
 def _install_hint() -> str:
@@ -88,6 +144,8 @@ class Stack:
         self.url = f"http://127.0.0.1:{port}"
         self.settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
                              if line and not line.startswith("#"))
+        self.secrets = {name: (Path(self.settings["CLUSTERFLOW_SECRETS_DIR"]) / name).read_text().strip()
+                        for name in SECRET_NAMES}
         self.session = requests.Session()
 
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -151,7 +209,7 @@ class Stack:
 
     def login(self) -> None:
         answer = self.session.post(f"{self.url}/auth/token", timeout=30,
-                                   json={"username": "admin", "password": self.settings["AIRFLOW_ADMIN_PASSWORD"]})
+                                   json={"username": "admin", "password": self.secrets["airflow_admin_password"]})
         assert answer.status_code in (200, 201), answer.text
         self.session.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
 
@@ -159,8 +217,22 @@ class Stack:
         return self.session.request(method, f"{self.url}/api/v2{path}", timeout=30, **kwargs)
 
     def exec_python(self, service: str, code: str) -> subprocess.CompletedProcess[str]:
-        (cid,) = self.containers(service, all_states=False)
+        cid = self.containers(service, all_states=False)[0]
         return self.docker("exec", cid, "python3", "-c", code)
+
+    def inspect(self) -> dict[str, list[dict[str, Any]]]:
+        """Service → `docker inspect` of each of its containers (any state)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for cid in self.containers():
+            info = json.loads(self.docker("inspect", cid).stdout)[0]
+            found.setdefault(info["Config"]["Labels"]["com.docker.compose.service"], []).append(info)
+        return found
+
+    def gate_probes(self, service: str) -> dict[str, Any]:
+        """GATE_PROBE's findings from inside a container of ``service``."""
+        done = self.exec_python(service, GATE_PROBE)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     def trigger(self, conf: dict[str, Any]) -> str:
         """Unpause digits_kmeans (once parsed) and trigger a run with ``conf``; its run id."""
@@ -211,6 +283,62 @@ def assert_nothing_left(stack: Stack) -> None:
     assert stack.docker("volume", "ls", "-q", "--filter", label).stdout.split() == []
     volumes = stack.docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
     assert [v for v in volumes if v.startswith(stack.project)] == []
+
+
+def assert_the_gate_admits_only_the_step_container(probes: dict[str, Any]) -> None:
+    """GATE_PROBE's findings: the DAG's own create admitted; each escape and the listing refused
+    with a 403 whose message names the rule broken."""
+    assert probes["ping"] is True, probes
+    assert probes["step container"] == [200, "admitted"], probes
+    for probe, rule in (("privileged", "Privileged"), ("/ bind", "Binds"), ("list containers", "/containers/json")):
+        status, message = probes[probe]
+        assert status == 403 and message.startswith("clusterflow launch gate: ") and rule in message, (probe, probes)
+
+
+def assert_no_secret_in_inspect(stack: Stack) -> None:
+    """No generated secret's value appears anywhere in `docker inspect` of any container of the
+    stack (Env, Cmd, Args, Entrypoint, Labels, Healthcheck, ...), while each service can read
+    exactly the secret files SECRETS_BY_SERVICE gives it."""
+    inspected = stack.inspect()
+    assert stack.secrets and all(len(value) >= 32 for value in stack.secrets.values()), "weak or missing secrets"
+    for service, infos in inspected.items():
+        for info in infos:
+            fields = {key: info["Config"].get(key) for key in ("Env", "Cmd", "Entrypoint", "Labels", "Healthcheck")}
+            fields.update(Path=info["Path"], Args=info["Args"], whole=info)
+            for field, value in fields.items():
+                text = json.dumps(value)
+                leaked = sorted(name for name, secret in stack.secrets.items() if secret in text)
+                assert leaked == [], f"{service}: {field} of `docker inspect` shows {leaked}"
+    for service, infos in inspected.items():
+        for info in infos:
+            if info["State"]["Running"]:
+                listed = stack.docker("exec", info["Id"], "sh", "-c", "ls -1 /run/secrets 2>/dev/null || true")
+                assert set(listed.stdout.split()) == SECRETS_BY_SERVICE[service], (service, listed.stdout)
+            else:  # a one-shot that has exited: what compose mounted
+                mounted = {Path(m["Destination"]).name for m in info["Mounts"]
+                           if m["Destination"].startswith("/run/secrets/")}
+                assert mounted == SECRETS_BY_SERVICE[service], (service, mounted)
+
+
+def assert_hardened(stack: Stack) -> None:
+    """Airflow services and the gate: read-only root, no capabilities, no privilege gain, not root;
+    the gate is the only container with the Docker socket, and publishes no port."""
+    socket = os.environ.get("DOCKER_SOCKET", "/var/run/docker.sock")
+    for service, infos in stack.inspect().items():
+        for info in infos:
+            host, user = info["HostConfig"], info["Config"]["User"]
+            with_socket = [m for m in info["Mounts"] if m.get("Source") == socket]
+            if service in (*AIRFLOW_SERVICES, "launch-gate"):
+                assert host["ReadonlyRootfs"] is True, service
+                assert host["CapDrop"] == ["ALL"] and not host["CapAdd"], (service, host["CapDrop"], host["CapAdd"])
+                assert "no-new-privileges:true" in (host["SecurityOpt"] or []), (service, host["SecurityOpt"])
+                assert user and user.split(":")[0] not in ("0", "root"), (service, user)
+            if service == "launch-gate":
+                assert len(with_socket) == 1, (service, info["Mounts"])
+                assert not host["PortBindings"], (service, host["PortBindings"])
+                assert host["GroupAdd"] == [stack.settings["DOCKER_SOCKET_GID"]], host["GroupAdd"]
+            else:
+                assert with_socket == [], f"{service} mounts the Docker socket"
 
 
 def step_containers(stack: Stack, airflow_run_id: str) -> list[str]:

@@ -1,6 +1,8 @@
 """The compose stack's `celery` profile on the real engine: Redis and two Celery workers
-(`--scale airflow-worker=2`), a DAG run whose every task runs on a worker, then `down -v` leaving
-nothing behind. A worker under any other executor refuses to start."""
+(`--scale airflow-worker=2`), a DAG run whose every task runs on a worker, the launch gate's
+refusals from inside a worker, no secret in any container's `docker inspect` (Redis and the
+workers included), then `down -v` leaving nothing behind. A worker under any other executor
+refuses to start."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.stack.conftest import DAG_ID, LONG_RUNNING, Stack, assert_nothing_left, running_stack, step_containers
+from tests.stack.conftest import (DAG_ID, LONG_RUNNING, Stack, assert_hardened, assert_no_secret_in_inspect,
+                                  assert_nothing_left, assert_the_gate_admits_only_the_step_container,
+                                  running_stack, step_containers)
 
 WORKERS = 2
 CELERY = {"AIRFLOW_EXECUTOR": "CeleryExecutor"}
@@ -35,10 +39,24 @@ def test_every_task_of_a_run_runs_on_a_celery_worker(stack: Stack):
     ran = [ti for ti in instances if ti["state"] != "skipped"]
     assert len(ran) == 6 and {ti["hostname"] for ti in ran} <= workers, (workers, instances)
     assert step_containers(stack, run_id) == []
-    # The API server fetches a task's log from the worker that ran it (its log server, port 8793).
+    # The API server reads a task's log from the shared logs volume (for a running task, also from
+    # the log server of the worker that runs it, port 8793).
     log = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/prepare/logs/1",
                     headers={"Accept": "application/json"})
     assert log.status_code == 200 and "==> prepare: clusterflow/prepare" in log.text, log.text[-2000:]
+
+
+def test_the_gate_refuses_escapes_from_a_celery_worker(stack: Stack):
+    assert_the_gate_admits_only_the_step_container(stack.gate_probes("airflow-worker"))
+
+
+def test_no_secret_is_in_any_containers_inspect_and_workers_lack_the_database(stack: Stack):
+    assert_no_secret_in_inspect(stack)
+    assert_hardened(stack)
+    # Task code on a worker: no database URL it could use (only the execution API's token).
+    found = stack.exec_python("airflow-worker", "from airflow.configuration import conf\n"
+                                                "print(conf.get('database', 'sql_alchemy_conn'))")
+    assert found.returncode == 0 and "postgres" not in found.stdout, found.stdout + found.stderr
 
 
 def test_down_removes_every_container_network_and_volume(stack: Stack):

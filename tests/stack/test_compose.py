@@ -1,5 +1,6 @@
 """docker-compose.yml on the real engine (LocalExecutor): up, healthy, a DAG run through the REST
-API with non-default params, its metrics on the data volume, the socket proxy's refusals, a
+API with non-default params, its metrics on the data volume, the launch gate's refusals from
+inside the scheduler, no secret in any container's `docker inspect`, the services' hardening, a
 scheduler restart mid-run, the database across `down`/`up`, then `down -v` leaving nothing of the
 project behind. Tests run in file order and share one stack (module)."""
 
@@ -12,37 +13,22 @@ import pytest
 import requests
 
 from clusterflow import spec
-from tests.stack.conftest import DAG_ID, LONG_RUNNING, Stack, assert_nothing_left, step_containers
+from tests.stack.conftest import (DAG_ID, LONG_RUNNING, Stack, assert_hardened, assert_no_secret_in_inspect,
+                                  assert_nothing_left, assert_the_gate_admits_only_the_step_container,
+                                  step_containers)
 
 PARAMS = {"inits": ["random"], "n_clusters": 8}
 
 
-def proxy_status(stack: Stack, path: str, method: str = "GET") -> int:
-    """The socket proxy's HTTP status for METHOD PATH, asked from the scheduler (the tasks' side)."""
-    done = stack.exec_python("airflow-scheduler", (
-        "import urllib.request, urllib.error\n"
-        f"request = urllib.request.Request('http://socket-proxy:2375{path}', method='{method}')\n"
-        "try:\n"
-        "    print(urllib.request.urlopen(request, timeout=10).status)\n"
-        "except urllib.error.HTTPError as exc:\n"
-        "    print(exc.code)\n"))
-    assert done.returncode == 0, done.stderr
-    return int(done.stdout.strip())
-
-
 @pytest.fixture(scope="module")
 def run(stack: Stack) -> dict:
-    """Log in, trigger digits_kmeans with PARAMS, and record what the proxy answers while it
-    runs; the finished run."""
+    """Log in, trigger digits_kmeans with PARAMS, and record what the launch gate answers the
+    scheduler's docker SDK while the run goes through the same gate; the finished run."""
     stack.login()
     run_id = stack.trigger(PARAMS)
     started = time.monotonic()
     stack.wait("the run to start", lambda: stack.dag_run(run_id)["state"] != "queued", 120, every=1)
-    probes = {"GET /volumes": proxy_status(stack, "/volumes"),
-              "GET /containers/json": proxy_status(stack, "/containers/json"),
-              "POST /images/create": proxy_status(stack, "/images/create?fromImage=busybox", "POST"),
-              "GET /_ping": proxy_status(stack, "/_ping"),
-              "state when probed": stack.dag_run(run_id)["state"]}
+    probes = {**stack.gate_probes("airflow-scheduler"), "state when probed": stack.dag_run(run_id)["state"]}
     finished = stack.finish(run_id)
     return {"run": finished, "instances": stack.task_instances(run_id), "probes": probes,
             "seconds": time.monotonic() - started}
@@ -68,13 +54,17 @@ def test_a_triggered_run_with_non_default_params_succeeds(run: dict, stack: Stac
     print(f"DAG run took {run['seconds']:.0f} s")
 
 
-def test_the_proxy_refuses_what_dag_runs_do_not_need(run: dict):
-    probes = run["probes"]
-    assert probes["state when probed"] == "running", probes
-    assert probes["GET /_ping"] == 200, probes
-    assert probes["GET /volumes"] == 403, probes
-    assert probes["GET /containers/json"] == 403, probes
-    assert probes["POST /images/create"] == 403, probes
+def test_the_gate_refuses_escapes_from_the_scheduler_during_a_run(run: dict):
+    assert run["probes"].pop("state when probed") == "running", run["probes"]
+    assert_the_gate_admits_only_the_step_container(run["probes"])
+
+
+def test_no_secret_is_in_any_containers_inspect(run: dict, stack: Stack):
+    assert_no_secret_in_inspect(stack)
+
+
+def test_services_are_hardened_and_only_the_gate_has_the_socket(stack: Stack):
+    assert_hardened(stack)
 
 
 def test_metrics_are_on_the_data_volume(run: dict, stack: Stack):
@@ -91,6 +81,12 @@ def test_metrics_are_on_the_data_volume(run: dict, stack: Stack):
     # The api-server's mount is read-only.
     write = stack.exec_python("airflow-apiserver", "open('/data/probe', 'w')")
     assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
+    # The cache store is its own volume, made the steps' (uid 10001) when airflow-init first mounted it.
+    owner = stack.exec_python("airflow-apiserver", (
+        "import os\n"
+        "mounted = [line.split()[4] for line in open('/proc/self/mountinfo')]\n"
+        "print(os.stat('/data/cache').st_uid, mounted.count('/data'), mounted.count('/data/cache'))"))
+    assert owner.stdout.split() == ["10001", "1", "1"], owner.stdout + owner.stderr
 
 
 def test_the_report_plugin_serves_the_run_to_a_logged_in_user(run: dict, stack: Stack):
