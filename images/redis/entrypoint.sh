@@ -1,7 +1,7 @@
 #!/bin/sh
 # Stand-in for the official redis image's entrypoint: ARGS starting with `-` are redis-server's;
 # redis-server runs as the redis user, without protected mode (the compose network is the
-# boundary, and the stack sets --requirepass), like the official image.
+# boundary, and the stack gives it a password in a config file), like the official image.
 set -eu
 case "${1:-}" in -*) set -- redis-server "$@" ;; esac
 if [ "${1:-}" = redis-server ]; then
