@@ -91,7 +91,8 @@ def test_the_runner_creates_hardened_limited_containers(engine, data_dir, monkey
     host = attrs["HostConfig"]
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
-    assert host["Tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=512m"}
+    assert host["Tmpfs"] == {"/tmp": "rw,nosuid,nodev,noexec,size=512m"}
+    assert host["PidsLimit"] == 256
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Privileged"] is False
