@@ -12,6 +12,9 @@
 #   requirements/dev.in              -> requirements/dev.lock           (host dev/test venv .venv)
 #   images/launch-gate/requirements.in -> images/launch-gate/requirements.lock (the launch gate:
 #                                        h11 and docker, constrained by the dev lock)
+#   orchestration/airflow/requirements-stack.txt -> orchestration/airflow/requirements-stack.lock
+#                                        (the Airflow image, constrained by the vendored constraints)
+#   images/airflow/requirements-build.in -> images/airflow/requirements-build.lock (its setuptools)
 # The two layer locks are compiled with the core lock as constraints and the core packages left
 # out: each holds only its layer's extra packages, so no layer carries a 2nd numpy.
 #
@@ -98,4 +101,9 @@ compile requirements/dev.in requirements/dev.lock || status=1
 # The launch gate's venv: the versions the tests ran it with (the dev lock as constraints).
 compile images/launch-gate/requirements.in images/launch-gate/requirements.lock \
   --constraint requirements/dev.lock || status=1
+# The Airflow image (images/airflow/Dockerfile): Airflow and its providers at the versions the
+# vendored constraints pin, and the setuptools that builds the clusterflow package in it.
+compile orchestration/airflow/requirements-stack.txt orchestration/airflow/requirements-stack.lock \
+  --constraint orchestration/airflow/constraints-3.3.2-py3.11.txt || status=1
+compile images/airflow/requirements-build.in images/airflow/requirements-build.lock || status=1
 exit "$status"
