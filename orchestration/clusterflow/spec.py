@@ -17,38 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterflow_steps.launch import (CACHE_MOUNT, CONTAINER_POLICY, DATA_MOUNT, IMAGE_DIGEST_ENV, IMAGE_ENV,
+                                      INPUT_MOUNT, STEP_USER)
 from clusterflow_steps.naming import RUN_ID, VARIANT
 
 STEPS = ("prepare", "cluster", "evaluate", "report")
 INITS = ("k-means++", "random", "pca")
 BUILTIN_DATASETS = ("digits", "synthetic")
-DATA_MOUNT = "/data"
-INPUT_MOUNT = "/input"
-# The step cache store (clusterflow_steps.cache): its own mount over /data/cache, read-only in every
-# step container; only a task's commit container (the step's own command + COMMIT_CACHE_FLAG)
-# mounts it read-write, with the data root read-only. So no step can plant an entry.
-CACHE_MOUNT = f"{DATA_MOUNT}/cache"
 CACHE_SOURCE_ENV = "CLUSTERFLOW_CACHE_SOURCE"
 COMMIT_CACHE_FLAG = "--commit-cache"
 IMAGE_REPOSITORY = "clusterflow"
-IMAGE_ENV = "CLUSTERFLOW_IMAGE"
-IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
-STEP_USER = "10001:10001"
 LABEL_PREFIX = "io.clusterflow"
 QUALITY_GATE_EXIT = 3
 
-# How every step container runs, in both renderings: steps need no network, no privileges and
-# no writable root filesystem; only /data (the mount) and /tmp (a tmpfs) are writable.
 DAG_ID = "digits_kmeans"  # the Airflow rendering's DAG (its runs are what the UI plugin shows)
-
-CONTAINER_POLICY: dict[str, Any] = {
-    "network_mode": "none",
-    "read_only": True,
-    "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=512m"},
-    "cap_drop": ["ALL"],
-    "security_opt": ["no-new-privileges"],
-    "pids_limit": 256,
-}
 
 # Resource limits of every step container: deployment settings (env of the runner / the Airflow
 # worker), not run params; read once per run (see :func:`step_limits`).

@@ -34,12 +34,11 @@ from typing import Any
 import click
 import numpy as np
 
+from clusterflow_steps.launch import IMAGE_DIGEST_ENV, IMAGE_ENV
 from clusterflow_steps.naming import RUN_ID, VARIANT, NameRule
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "clusterflow.manifest/1"
-IMAGE_ENV = "CLUSTERFLOW_IMAGE"
-IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
 NO_CACHE: dict[str, Any] = {"key": None, "hit": False, "reason": "image digest unknown"}
 # evaluate/projection.npz: the data of the report's PCA-reduced figure, one array per field, written
 # by evaluate (evaluate/projection.py) and drawn by the report, whose image has no scikit-learn.

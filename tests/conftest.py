@@ -1,0 +1,3 @@
+"""Fixtures every test directory can use, each started once per session."""
+
+pytest_plugins = ["tests.fixtures.registry", "tests.fixtures.engines"]
