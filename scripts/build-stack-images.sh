@@ -5,6 +5,8 @@
 #                                   a rebuild without changes is all layer-cache hits)
 #   clusterflow/launch-gate:<VERSION>  the launch gate, the only holder of the Docker socket
 #                                   (images/launch-gate/; always built, as the Airflow image)
+#   clusterflow/registry:<VERSION>  Debian's docker-registry, the `registry` profile's registry
+#                                   (images/registry/; always built: a rebuild is all cache hits)
 #   clusterflow/postgres-standin:15        only when $POSTGRES_IMAGE (default postgres:16) or
 #   clusterflow/redis-standin:7            $REDIS_IMAGE (default redis:7) is neither present locally
 #                                          nor pullable within $PULL_TIMEOUT seconds (10)
@@ -13,8 +15,9 @@
 #   scripts/build-stack-images.sh            # all of the above
 #   scripts/build-stack-images.sh --gate     # only the launch gate (its tests)
 #
-# Prints nothing on stdout but the lines `LAUNCH_GATE_IMAGE=...`, `POSTGRES_IMAGE=...` and
-# `REDIS_IMAGE=...`: the images the stack should use here (scripts/stack-env.sh writes them into .env).
+# Prints nothing on stdout but the lines `LAUNCH_GATE_IMAGE=...`, `REGISTRY_IMAGE=...`,
+# `POSTGRES_IMAGE=...` and `REDIS_IMAGE=...`: the images the stack should use here
+# (scripts/stack-env.sh writes them into .env).
 # Each build logs to build/logs/stack-<image>.log; a failing build prints that log's tail.
 # Env: PYTHON_BASE (see scripts/build-python-base.sh), POSTGRES_IMAGE, REDIS_IMAGE, PULL_TIMEOUT,
 #      CLUSTERFLOW_STANDINS=always (build and use the stand-ins regardless).
@@ -25,7 +28,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 log() { printf 'build-stack-images: %s\n' "$*" >&2; }
 case "${1:-}" in
-  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
   --gate|"") ;;
   *) log "unknown argument $1: give --gate or nothing"; exit 2 ;;
 esac
@@ -88,6 +91,9 @@ clean "$context"
 build airflow "$context" "$context/images/airflow/Dockerfile" "clusterflow/airflow:$VERSION" \
       --build-arg PYTHON_BASE="$PYTHON_BASE" --build-arg VERSION="$VERSION"
 "$DOCKER" tag "clusterflow/airflow:$VERSION" clusterflow/airflow:latest
+
+build registry "$repo" images/registry/Dockerfile "clusterflow/registry:$VERSION" --build-arg BASE="$PYTHON_BASE"
+printf 'REGISTRY_IMAGE=%s\n' "clusterflow/registry:$VERSION"
 
 standin() {  # standin VAR OFFICIAL STANDIN_TAG DIR WHAT: print VAR=<image to use>
   local var=$1 official=$2 tag=$3 dir=$4 what=$5

@@ -3,6 +3,7 @@
 # then print the .env's path.
 #
 #   scripts/stack-env.sh [ENV_FILE]     # default: ./.env at the repo root (what compose reads)
+#   DIGESTS=images/digests.json scripts/stack-env.sh    # the stack runs these pinned step images
 #
 # Secrets: one file each in ENV_FILE.secrets/ (mode 0700, git-ignored by its own .gitignore),
 # generated once, never overwritten: postgres_password, airflow_fernet_key, airflow_jwt_secret,
@@ -16,7 +17,14 @@
 # Rewritten on every call (a marked block at the end of .env): CLUSTERFLOW_SECRETS_DIR, DOCKER_SOCKET_GID
 # (the group owning $DOCKER_SOCKET, which the launch gate joins), LAUNCH_GATE_IMAGE, POSTGRES_IMAGE and
 # REDIS_IMAGE, as printed by scripts/build-stack-images.sh when $STACK_IMAGES holds its output, else
-# the official image when it is present locally, else the local stand-in.
+# the official image when it is present locally, else the local stand-in; REGISTRY_IMAGE likewise
+# (the `registry` profile's).
+# Pinning, also rewritten: $DIGESTS (a digests file, `make publish` writes images/digests.json) is
+# checked and copied to ENV_FILE.pins/digests.json, which compose mounts read-only into the launch
+# gate and the Airflow services as CLUSTERFLOW_DIGESTS: the stack runs the pins it was given here
+# until the next call (a later publish changes nothing until then). $CLUSTERFLOW_REGISTRY (a
+# registry whose tags are resolved to digests once per run) is checked and written as given.
+# Neither: local images, as without a registry. A bad value is one line, exit 2, .env unchanged.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +38,27 @@ if [ ! -S "$socket" ]; then
   log "no Docker socket at $socket: start the engine or set DOCKER_SOCKET to its socket"
   exit 1
 fi
+
+# check DIGESTS|CLUSTERFLOW_REGISTRY VALUE: one line and exit 2 unless clusterflow.pinning takes it
+check() {
+  local python=${PYTHON:-$repo/.venv/bin/python} problem
+  [ -x "$python" ] || { log "no Python at $python to check $1: run \`make venv\` or set PYTHON"; exit 2; }
+  problem=$(PYTHONPATH="$repo/orchestration:$repo/steps" "$python" -c '
+import sys
+from clusterflow import pinning
+kind, value = sys.argv[1:]
+try:
+    problem = pinning.registry_problem(value) if kind == "CLUSTERFLOW_REGISTRY" else pinning.load(value) and None
+except ValueError as exc:
+    problem = str(exc)
+print(problem or "", end="")
+' "$1" "$2" 2>&1 | tail -n 1)
+  [ -z "$problem" ] || { log "$1: $problem"; exit 2; }
+}
+digests=${DIGESTS:-}
+registry=${CLUSTERFLOW_REGISTRY:-}
+[ -z "$digests" ] || check DIGESTS "$digests"
+[ -z "$registry" ] || check CLUSTERFLOW_REGISTRY "$registry"
 
 umask 077
 marker="# --- rewritten by stack-env.sh on every call ---"
@@ -75,7 +104,16 @@ pick() {  # pick VAR OFFICIAL STANDIN
   fi
   printf '%s=%s\n' "$1" "$chosen"
 }
-gate=clusterflow/launch-gate:$(tr -d '[:space:]' <"$repo/VERSION")
+version=$(tr -d '[:space:]' <"$repo/VERSION")
+gate=clusterflow/launch-gate:$version
+pins=$file.pins
+rm -rf "$pins"
+if [ -n "$digests" ]; then
+  mkdir -p "$pins"
+  chmod 0755 "$pins"
+  echo '*' >"$pins/.gitignore"
+  install -m 0644 "$digests" "$pins/digests.json"
+fi
 {
   echo "$marker"
   echo "CLUSTERFLOW_SECRETS_DIR=$secrets"
@@ -83,6 +121,12 @@ gate=clusterflow/launch-gate:$(tr -d '[:space:]' <"$repo/VERSION")
   pick LAUNCH_GATE_IMAGE "${LAUNCH_GATE_IMAGE:-$gate}" "$gate"
   pick POSTGRES_IMAGE "${POSTGRES_IMAGE:-postgres:16}" clusterflow/postgres-standin:15
   pick REDIS_IMAGE "${REDIS_IMAGE:-redis:7}" clusterflow/redis-standin:7
+  pick REGISTRY_IMAGE "${REGISTRY_IMAGE:-clusterflow/registry:$version}" "clusterflow/registry:$version"
+  if [ -n "$digests" ]; then
+    echo "CLUSTERFLOW_DIGESTS_FILE=$pins/digests.json"
+    echo "CLUSTERFLOW_DIGESTS=/run/clusterflow/digests.json"
+  fi
+  echo "CLUSTERFLOW_REGISTRY=$registry"
 } >>"$file"
 chmod 0600 "$file"
 echo "$file"
