@@ -55,10 +55,10 @@ start() {
   [ -w /run ] && command -v dockerd >/dev/null && command -v ip >/dev/null \
     || die "needs root, dockerd and ip (scripts/ensure-docker.sh installs docker.io)"
 
-  mkdir -p "$dir"
   exec 9>"$LOCK"
   flock 9
   ! ip link show "$bridge" >/dev/null 2>&1 || die "NAME '$name' is in use: bridge $bridge exists"
+  mkdir -p "$dir"
   net=$(free_subnet) || die "no free 172.31.x.0/24 left for bridge $bridge"
   ip link add name "$bridge" type bridge
   echo "$bridge" >"$dir/bridge"  # from here on, stop DIR undoes everything
