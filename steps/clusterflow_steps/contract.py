@@ -339,7 +339,41 @@ class StepRun:
         }
 
 
+COMMIT_OPTION = "commit_cache"  # clusterflow_steps.cli's --commit-cache: not part of what a step was asked
+
+
+def step_argv(ctx: click.Context | None = None) -> list[str] | None:
+    """The arguments of the running step command, as it understood them: every option not left at
+    its default (given on the command line or as ``CLUSTERFLOW_<OPTION>``), in the command's order,
+    without ``--commit-cache``. The same command with these arguments does the same work (its
+    ``docker run`` line in the report, ``clusterflow reproduce``). ``None`` outside a command."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    argv: list[str] = []
+    for param in ctx.command.params:
+        name = param.name or ""
+        if not isinstance(param, click.Option) or name == COMMIT_OPTION or name not in ctx.params \
+                or ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT):
+            continue
+        value = ctx.params[name]
+        if param.is_flag and param.secondary_opts:
+            argv.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            argv += [param.opts[0]] if value else []
+        else:
+            for item in value if param.multiple else [value]:
+                argv += [param.opts[0], str(item)]
+    return argv
+
+
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest``, with the arguments of the command writing it (``argv``) when there is one:
+    a fresh run, a cache hit (whose other fields come from the run that computed the outputs) and
+    a commit (the step's own command) all record the command of this run."""
+    argv = step_argv()
+    if argv is not None:
+        manifest = {**manifest, "argv": argv}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 

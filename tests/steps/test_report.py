@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+import shlex
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -412,6 +413,42 @@ def test_lineage_lists_every_step_manifest_with_digests(digits):
         for info in (*manifest["inputs"].values(), *manifest["outputs"].values()):
             assert info["sha256"] in lineage
     assert json.loads((layout.run_dir / "prepare/manifest.json").read_text())["packages"]["numpy"] in lineage
+
+
+RERUN = re.compile(r'<pre class="rerun">(.*?)</pre>', re.S)
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_lineage_shows_a_docker_run_line_per_step_that_gives_back_the_recorded_arguments(tmp_path):
+    """Every value of the line comes from a manifest a step wrote: HTML-escaped on the page, and
+    shell-quoted so that a shell hands docker the recorded image and arguments unchanged."""
+    layout = make_run(tmp_path, "lines-1")
+    evil_args = {key: ["--run-id", "lines-1", "--note", f"{EVIL} it's \"$(id)\" `x` {key}", "--flag"]
+                 for key in ("prepare", "cluster/random", "evaluate")}
+    images = {"prepare": {"name": "clusterflow/prepare:0.1.0", "digest": DIGEST},
+              "cluster/random": {"name": f"registry.test:5000/clusterflow/cluster@{DIGEST}",
+                                 "digest": f"registry.test:5000/clusterflow/cluster@{DIGEST}"},
+              "evaluate": {"name": "clusterflow/evaluate:0.1.0", "digest": None}}
+    for key, argv in evil_args.items():
+        path = layout.run_dir / key / "manifest.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "argv": argv, "image": images[key]}))
+    report = build_report(layout)
+    assert "<script" not in report.html.lower() and Page(report.html).scripts == 0
+    lineage = report.html[report.html.index('id="lineage"'):]
+    sections = re.split(r"<details open><summary>", lineage)[1:]
+    shown = {section.split(" ", 1)[0]: RERUN.search(section) for section in sections}
+    assert set(shown) == {"prepare", *(f"cluster/{v}" for v in VARIANTS), "evaluate"}
+    for key, match in shown.items():
+        if key not in evil_args:  # written without a command (make_run): nothing made up
+            assert match is None and "not recorded" in sections[list(shown).index(key)]
+            continue
+        words = shlex.split(html.unescape(match.group(1)))
+        image = images[key]["name"]
+        assert words[:2] == ["docker", "run"] and words[-len(evil_args[key]) - 1:] == [image, *evil_args[key]]
+        assert f"CLUSTERFLOW_IMAGE={image}" in words
+        assert ("CLUSTERFLOW_IMAGE_DIGEST=" + str(images[key]["digest"]) in words) == bool(images[key]["digest"])
+    assert '"$PWD/data"' in html.unescape(lineage)  # the one placeholder, explained once
+    assert html.unescape(lineage).count("replace \"$PWD/data\"") == 1
 
 
 def test_digits_page_stays_small(digits):

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from clusterflow_steps.launch import LAPTOP_NOTE, manifest_line
 from clusterflow_steps.report.figures import Figure
 from clusterflow_steps.report.formats import COLUMN_TITLES, COLUMNS, NULL, format_metric
 from clusterflow_steps.report.inputs import RunInputs
@@ -141,7 +142,11 @@ def _manifest_section(key: str, manifest: dict[str, Any]) -> str:
     ])
     params = json.dumps(manifest.get("params", {}), indent=2, sort_keys=True, default=str)
     results = json.dumps(manifest.get("results", {}), indent=2, sort_keys=True, default=str)
+    line = manifest_line(manifest)
+    rerun = (f'<pre class="rerun">{esc(line)}</pre>' if line
+             else '<p class="note rerun">not recorded (the step\'s manifest lists no arguments)</p>')
     return (f'<details open><summary>{esc(key)} <span class="note">(exit {esc(status)})</span></summary>{facts}'
+            f"<h3>re-run it</h3>{rerun}"
             f"<h3>params</h3><pre>{esc(params)}</pre>"
             f"<h3>results</h3><pre>{esc(results)}</pre>"
             f"<h3>inputs</h3>{_files_table(manifest.get('inputs'))}"
@@ -152,7 +157,8 @@ def lineage(run: RunInputs) -> str:
     order = ["prepare", *sorted(k for k in run.manifests if k.startswith("cluster/")), "evaluate"]
     sections = "".join(_manifest_section(key, run.manifests[key]) for key in order if key in run.manifests)
     return (f'<details id="lineage"><summary>Lineage: params, images, versions and file digests of every step '
-            f"of run {esc(run.run_id)}</summary>{sections}</details>")
+            f'of run {esc(run.run_id)}</summary><p class="note">Each step\'s docker run line re-runs it. '
+            f"{esc(LAPTOP_NOTE)}</p>{sections}</details>")
 
 
 def render(run: RunInputs, *, generated_at: str, decision: Figure | None, decision_note: str,
