@@ -1,13 +1,18 @@
 """scripts/stack-env.sh without a stack: the secrets go to files only (never into .env), with modes
 that keep other host users out, are kept across calls, an older .env's secret is moved out, git
-never sees them, and a missing Docker socket is one line."""
+never sees them, and a missing Docker socket is one line; a digests file given (DIGESTS) is
+checked and copied for the stack's read-only mount, a bad one or a bad CLUSTERFLOW_REGISTRY is one
+line."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.stack.conftest import REPO, SECRET_NAMES
 
@@ -16,7 +21,7 @@ SCRIPT = REPO / "scripts/stack-env.sh"
 
 def stack_env(env_file: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SCRIPT), str(env_file)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "STACK_IMAGES": "", **env})
+                          env={**os.environ, "STACK_IMAGES": "", "DIGESTS": "", "CLUSTERFLOW_REGISTRY": "", **env})
 
 
 def test_secrets_are_files_only_kept_across_calls_and_private(tmp_path: Path):
@@ -61,3 +66,67 @@ def test_no_docker_socket_is_one_line_and_writes_nothing(tmp_path: Path):
     assert done.stderr.strip().splitlines() == [
         f"stack-env: no Docker socket at {tmp_path / 'missing.sock'}: start the engine or set DOCKER_SOCKET to its socket"]
     assert list(tmp_path.iterdir()) == []
+
+
+def digests_file(path: Path, registry: str = "127.0.0.1:5000") -> Path:
+    """A digests file as `make publish` writes one (images/digests.json's format)."""
+    names = ("core", "base", "prepare", "cluster", "evaluate", "report")
+    images = {name: f"{registry}/clusterflow/{name}@sha256:{str(i) * 64}" for i, name in enumerate(names)}
+    path.write_text(json.dumps({"registry": registry, "version": "0.1.0", "commit": "c" * 40, "images": images}))
+    return path
+
+
+def settings(env_file: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
+
+
+def test_a_digests_file_is_copied_for_a_read_only_mount_until_the_next_call(tmp_path: Path):
+    env_file, given = tmp_path / ".env", digests_file(tmp_path / "digests.json")
+    done = stack_env(env_file, DIGESTS=str(given), CLUSTERFLOW_REGISTRY="127.0.0.1:5000")
+    assert done.returncode == 0, done.stderr
+    copy = tmp_path / ".env.pins/digests.json"
+    assert copy.read_bytes() == given.read_bytes() and stat.S_IMODE(copy.stat().st_mode) == 0o644
+    found = settings(env_file)
+    assert (found["CLUSTERFLOW_DIGESTS_FILE"], found["CLUSTERFLOW_DIGESTS"]) == (str(copy), "/run/clusterflow/digests.json")
+    assert found["CLUSTERFLOW_REGISTRY"] == "127.0.0.1:5000"
+
+    given.write_text("{}")  # a later publish changes nothing until the next call
+    assert copy.read_bytes() != given.read_bytes()
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    given.unlink()
+    listed = subprocess.run(["git", "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout
+    assert listed.split() == ["??", ".env"], listed
+
+    assert stack_env(env_file).returncode == 0  # no DIGESTS: local images again, no pins left
+    found = settings(env_file)
+    assert "CLUSTERFLOW_DIGESTS" not in found and "CLUSTERFLOW_DIGESTS_FILE" not in found
+    assert found["CLUSTERFLOW_REGISTRY"] == "" and not (tmp_path / ".env.pins").exists()
+
+
+@pytest.mark.parametrize("setting, value, problem", [
+    ("DIGESTS", "{}", 'expected {"registry", "version", "commit", "images": {name: reference}}'),
+    ("DIGESTS", "missing", "No such file or directory"),
+    ("DIGESTS", "other-registry", "is not 127.0.0.1:5000/clusterflow/core@sha256:..."),
+    ("CLUSTERFLOW_REGISTRY", "http://127.0.0.1:5000", "give HOST:PORT or a domain"),
+])
+def test_a_bad_digests_file_or_registry_is_one_line_and_changes_nothing(tmp_path: Path, setting: str, value: str,
+                                                                       problem: str):
+    env_file = tmp_path / ".env"
+    assert stack_env(env_file).returncode == 0
+    before = env_file.read_text()
+    if setting == "DIGESTS" and value == "{}":
+        (tmp_path / "bad.json").write_text(value)
+        value = str(tmp_path / "bad.json")
+    elif value == "other-registry":
+        good = json.loads(digests_file(tmp_path / "good.json").read_text())
+        good["images"]["core"] = good["images"]["core"].replace("127.0.0.1:5000", "evil.example:443")
+        (tmp_path / "bad.json").write_text(json.dumps(good))
+        value = str(tmp_path / "bad.json")
+    elif value == "missing":
+        value = str(tmp_path / "missing.json")
+    done = stack_env(env_file, **{setting: value})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"stack-env: {setting}: ") and problem in lines[0], done.stderr
+    assert env_file.read_text() == before and not (tmp_path / ".env.pins").exists()
