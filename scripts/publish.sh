@@ -33,8 +33,9 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$registry" ] || refuse "give the registry: scripts/publish.sh HOST:PORT (make publish REGISTRY=HOST:PORT)"
 case "$registry" in *://*) refuse "registry '$registry': drop the scheme (${registry#*://})" ;; esac
+[ -x "$python" ] || refuse "no Python at $python: run make venv (or set PYTHON to one with clusterflow's dependencies)"
 problem=$("$python" -c 'import sys; from clusterflow.pinning import registry_problem
-print(registry_problem(sys.argv[1]) or "")' "$registry") || refuse "no Python with clusterflow at $python: run make venv (or set PYTHON)"
+print(registry_problem(sys.argv[1]) or "")' "$registry") || refuse "$python could not import clusterflow.pinning: run make venv"
 [ -z "$problem" ] || refuse "$problem"
 dirty=$(git status --porcelain --untracked-files=normal)
 [ -z "$dirty" ] || refuse "the work tree has uncommitted changes ($(wc -l <<<"$dirty") paths): commit them, or publish from a clean clone"
