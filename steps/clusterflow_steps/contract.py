@@ -339,13 +339,15 @@ class StepRun:
         }
 
 
-COMMIT_OPTION = "commit_cache"  # clusterflow_steps.cli's --commit-cache: not part of what a step was asked
+# Options of clusterflow_steps.cli that are no part of what a step was asked: whether it commits
+# (--commit-cache) and where this launch mounted the data root (--data-root; a re-run mounts it at /data).
+NOT_RECORDED = ("commit_cache", "data_root")
 
 
 def step_argv(ctx: click.Context | None = None) -> list[str] | None:
     """The arguments of the running step command, as it understood them: every option not left at
     its default (given on the command line or as ``CLUSTERFLOW_<OPTION>``), in the command's order,
-    without ``--commit-cache``. The same command with these arguments does the same work (its
+    without ``--commit-cache`` and ``--data-root``. The same command with these arguments does the same work (its
     ``docker run`` line in the report, ``clusterflow reproduce``). ``None`` outside a command."""
     ctx = ctx or click.get_current_context(silent=True)
     if ctx is None:
@@ -353,7 +355,7 @@ def step_argv(ctx: click.Context | None = None) -> list[str] | None:
     argv: list[str] = []
     for param in ctx.command.params:
         name = param.name or ""
-        if not isinstance(param, click.Option) or name == COMMIT_OPTION or name not in ctx.params \
+        if not isinstance(param, click.Option) or name in NOT_RECORDED or name not in ctx.params \
                 or ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT):
             continue
         value = ctx.params[name]

@@ -121,18 +121,14 @@ def reproduce_line(image: str, args: list[str], digest: str | None = None) -> st
 
 
 def recorded_launch(manifest: Mapping[str, Any]) -> tuple[str, list[str], str | None] | None:
-    """``(image, args, digest)`` a step's manifest recorded, or ``None`` when it lacks them.
-
-    The image is the one the step ran: its repository digest when it has one (pinned, or pulled),
-    else the reference it was launched by (a local build's tag).
-    """
+    """``(image, args, digest)`` a step's manifest recorded, or ``None`` when it lacks them: the
+    reference the step was launched by (``<registry>/clusterflow/<step>@sha256:...`` when pinned, a
+    local build's tag otherwise), its arguments and the digest it recorded."""
     image, args = manifest.get("image"), manifest.get("argv")
     if not isinstance(image, Mapping) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         return None
     name, digest = image.get("name"), image.get("digest")
     digest = digest if isinstance(digest, str) and digest else None
-    if digest and "@" in digest:
-        name = digest
     return (name, list(args), digest) if isinstance(name, str) and name else None
 
 

@@ -426,8 +426,7 @@ def test_lineage_shows_a_docker_run_line_per_step_that_gives_back_the_recorded_a
     evil_args = {key: ["--run-id", "lines-1", "--note", f"{EVIL} it's \"$(id)\" `x` {key}", "--flag"]
                  for key in ("prepare", "cluster/random", "evaluate")}
     images = {"prepare": {"name": "clusterflow/prepare:0.1.0", "digest": DIGEST},
-              "cluster/random": {"name": f"registry.test:5000/clusterflow/cluster@{DIGEST}",
-                                 "digest": f"registry.test:5000/clusterflow/cluster@{DIGEST}"},
+              "cluster/random": {"name": f"registry.test:5000/clusterflow/cluster@{DIGEST}", "digest": DIGEST},
               "evaluate": {"name": "clusterflow/evaluate:0.1.0", "digest": None}}
     for key, argv in evil_args.items():
         path = layout.run_dir / key / "manifest.json"

@@ -154,7 +154,8 @@ def test_reports_and_metrics_are_linked_relative_to_the_page(found):
     assert 'href="runs/run-a/report/report.html"' in page and 'href="runs/run-b/evaluate/metrics.json"' in page
     assert "runs/run-b/report/report.html" not in page  # no report yet: no link
     unfinished = page[page.index('data-run="run-d"'):]
-    assert unfinished[:unfinished.index("</tr>")].endswith("<td>\u2013</td>")  # neither report nor metrics
+    # neither report nor metrics: only its steps' docker run lines
+    assert unfinished[:unfinished.index("</tr>")].endswith('<td><a href="runs/run-d/steps">re-run</a></td>')
 
 
 def test_the_trend_plot_has_a_title_axis_labels_a_legend_and_one_dot_per_run(found):
@@ -172,3 +173,23 @@ def test_the_page_is_self_contained_and_escapes_what_it_shows(found):
     assert not EXTERNAL_URL.search(page.replace('xmlns="http://www.w3.org/2000/svg"', ""))
     message = pages.message_page("Not served", EVIL, runs_link="runs")
     assert EVIL not in message and pages.esc(EVIL) in message
+
+
+def test_the_steps_page_shows_each_steps_docker_run_line_escaped(tmp_path):
+    """The same line as the report's lineage (one rendering), for every step that wrote a manifest."""
+    from clusterflow_steps.launch import manifest_line
+
+    layout = make_run(tmp_path, "r1")
+    path = layout.run_dir / "cluster/random/manifest.json"
+    recorded = {**json.loads(path.read_text()), "argv": ["--run-id", "r1", "--note", EVIL + " '\""],
+                "image": {"name": "clusterflow/cluster:0.1.0", "digest": "sha256:" + "0" * 64}}
+    path.write_text(json.dumps(recorded))
+    lines = runs.step_lines(tmp_path, "r1")
+    assert [key for key, _ in lines] == ["prepare", "cluster/k-means++", "cluster/pca", "cluster/random", "evaluate"]
+    assert dict(lines)["cluster/random"] == manifest_line(recorded) and dict(lines)["prepare"] is None
+    text = pages.steps_page("r1", lines)
+    assert "<script" not in text.lower()
+    assert pages.esc(manifest_line(recorded)) in text and text.count("not recorded") == 4
+    assert pages.steps_page("r1", []).count('id="message"') == 1
+    (layout.run_dir / "cluster/evil").symlink_to(layout.run_dir / "cluster/random")  # not a variant directory
+    assert [key for key, _ in runs.step_lines(tmp_path, "r1")].count("cluster/evil") == 0

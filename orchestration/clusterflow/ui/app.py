@@ -53,6 +53,13 @@ def create_app() -> FastAPI:
         return _page(pages.runs_page(runs.sort_runs(found, sort, order == "desc"), runs.trend(found, metric),
                                      sort=sort, descending=order == "desc", metric=metric))
 
+    @app.get(f"/runs/{{run_id}}/{pages.STEPS_PAGE}")
+    def steps_page(run_id: str) -> Response:
+        if run_id not in files.run_ids(files.data_root()):
+            return _page(pages.message_page("No such run", f"no run {run_id!r} on the data root",
+                                            runs_link="../../runs"), 404)
+        return _page(pages.steps_page(run_id, runs.step_lines(files.data_root(), run_id)))
+
     @app.get("/runs/{run_id}/{relative:path}")
     def run_file(run_id: str, relative: str) -> Response:
         try:

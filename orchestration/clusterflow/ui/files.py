@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from clusterflow_steps.naming import RUN_ID
+from clusterflow_steps.naming import RUN_ID, VARIANT, NameRule
 
 DATA_ROOT_ENV = "CLUSTERFLOW_DATA_ROOT"
 DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
@@ -61,7 +61,7 @@ def _names(run_id: str, relative: str) -> list[str]:
     return parts
 
 
-def _open_beneath(root: Path, names: list[str], flags: int) -> int:
+def open_beneath(root: Path, names: list[str], flags: int) -> int:
     """An fd of ``root/names...``, each component opened from its parent's fd without following a
     symlink. So a directory swapped for a symlink mid-request is refused, not followed. ``root``
     is the operator's setting and may itself be a symlink."""
@@ -82,7 +82,7 @@ def _served_file(root: Path, run_id: str, relative: str) -> Iterator[BinaryIO]:
     (checked on the open descriptor), never a symlink; raise :class:`NotServed`."""
     names = ["runs", run_id, *_names(run_id, relative)]
     try:  # O_NONBLOCK: a FIFO never hangs the open
-        fd = _open_beneath(root, names, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_beneath(root, names, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno not in _NOT_FOUND:
             raise
@@ -111,16 +111,26 @@ def is_served(root: Path, run_id: str, relative: str) -> bool:
         return False
 
 
-def run_ids(root: Path) -> list[str]:
-    """The run directories (not symlinks) under ``root/runs`` whose names obey the run id rule."""
+def _directories(root: Path, names: list[str], rule: NameRule) -> list[str]:
+    """The directories (not symlinks) in ``root/names...`` whose names obey ``rule``, sorted."""
     try:
-        fd = _open_beneath(root, ["runs"], _DIRECTORY)
+        fd = open_beneath(root, names, _DIRECTORY)
     except OSError as exc:
         if exc.errno not in _NOT_FOUND:
             raise
         return []
     try:
         with os.scandir(fd) as entries:
-            return sorted(e.name for e in entries if RUN_ID.problem(e.name) is None and e.is_dir(follow_symlinks=False))
+            return sorted(e.name for e in entries if rule.problem(e.name) is None and e.is_dir(follow_symlinks=False))
     finally:
         os.close(fd)
+
+
+def run_ids(root: Path) -> list[str]:
+    """The run directories (not symlinks) under ``root/runs`` whose names obey the run id rule."""
+    return _directories(root, ["runs"], RUN_ID)
+
+
+def cluster_variants(root: Path, run_id: str) -> list[str]:
+    """The variant directories (not symlinks) of a run's cluster step."""
+    return [] if RUN_ID.problem(run_id) else _directories(root, ["runs", run_id, "cluster"], VARIANT)

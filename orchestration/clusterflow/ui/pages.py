@@ -10,6 +10,7 @@ import html
 from urllib.parse import quote, urlencode
 
 from clusterflow.ui.runs import LOWER_IS_BETTER, METRICS, RunSummary
+from clusterflow_steps.launch import LAPTOP_NOTE
 from clusterflow_steps.report.formats import COLUMN_TITLES, FORMATS, NULL, format_metric
 
 # Served with every HTML response: nothing but inline styles and data: images, framed only by Airflow.
@@ -38,6 +39,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 td.params{font-size:.82rem;color:#3a444e;min-width:12rem}
 .gate-failed{color:#c81e1e;font-weight:600}
 .gate-passed{color:#1f5e3d}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;padding:.5rem;border-radius:4px;font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 figure{margin:1rem 0}
 svg{width:100%;max-width:760px;height:auto;display:block}
@@ -90,7 +92,8 @@ def _row(run: RunSummary) -> str:
     params = "; ".join(f"{k} {v}" for k, v in run.params) or NULL
     links = [f'<a href="{esc(_run_path(run.run_id, relative))}">{name}</a>'
              for name, relative, shown in (("report", "report/report.html", run.has_report),
-                                           ("metrics", "evaluate/metrics.json", run.gate != "not evaluated"))
+                                           ("metrics", "evaluate/metrics.json", run.gate != "not evaluated"),
+                                           ("re-run", STEPS_PAGE, run.date is not None))
              if shown]
     cells = "".join(f'<td class="num" data-key="{k}">{esc(_metric(run, k))}</td>' for k in METRICS)
     return (f'<tr data-run="{esc(run.run_id)}"><td data-key="run_id"><code>{esc(run.run_id)}</code></td>'
@@ -98,6 +101,22 @@ def _row(run: RunSummary) -> str:
             f'<td class="params">{esc(params)}</td><td data-key="best">{esc(run.best or NULL)}</td>{cells}'
             f'<td data-key="gate" class="gate-{esc(run.gate.split()[0])}" title="{esc(run.gate_detail)}">'
             f"{esc(run.gate)}</td><td>{' · '.join(links) or NULL}</td></tr>")
+
+
+STEPS_PAGE = "steps"  # runs/<run id>/steps: the docker run line of each step
+
+
+def steps_page(run_id: str, lines: list[tuple[str, str | None]]) -> str:
+    """The ``docker run`` line that re-runs each step of a run (the report's lineage shows the same)."""
+    sections = "".join(
+        f'<section data-step="{esc(key)}"><h2>{esc(key)}</h2>'
+        + (f'<pre class="rerun">{esc(line)}</pre>' if line
+           else '<p class="note">not recorded (the step\'s manifest lists no arguments)</p>') + "</section>"
+        for key, line in lines) or '<p class="note" id="message">No step of this run has written a manifest yet.</p>'
+    return document(f"clusterflow run {run_id}: re-run a step", (
+        f"<h1>Re-run a step of run <code>{esc(run_id)}</code></h1><p class=\"note\">{esc(LAPTOP_NOTE)} "
+        f"<code>clusterflow reproduce --run-id {esc(run_id)} --step STEP</code> re-runs one here and compares "
+        f'its outputs with the manifest.</p>{sections}<p><a href="../../runs">All runs</a></p>'))
 
 
 def trend_svg(points: list[RunSummary], metric: str, total: int) -> str:

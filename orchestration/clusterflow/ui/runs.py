@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterflow.ui import files
+from clusterflow_steps.launch import manifest_line
 from clusterflow_steps.report.formats import is_number
 
 METRICS = ("adjusted_rand", "adjusted_mutual_info", "silhouette", "inertia")  # of each run's best variant
@@ -109,3 +110,14 @@ def trend(runs: list[RunSummary], metric: str) -> list[RunSummary]:
     """The runs that have ``metric``, oldest first, at most the newest :data:`MAX_TREND_POINTS`."""
     dated = sorted((r for r in runs if r.scores.get(metric) is not None), key=lambda r: (r.date or "", r.run_id))
     return dated[-MAX_TREND_POINTS:]
+
+
+def step_lines(root: Path, run_id: str) -> list[tuple[str, str | None]]:
+    """Each step of a run that wrote a manifest, in pipeline order, with the ``docker run`` line that
+    re-runs it (:func:`clusterflow_steps.launch.manifest_line`, as in the report; ``None``: not recorded)."""
+    keys = ["prepare", *(f"cluster/{v}" for v in files.cluster_variants(root, run_id)), "evaluate", "report"]
+    found = []
+    for key in keys:
+        if files.is_served(root, run_id, f"{key}/manifest.json"):
+            found.append((key, manifest_line(_json(root, run_id, f"{key}/manifest.json"))))
+    return found
