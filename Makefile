@@ -8,13 +8,14 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: run test bench images venv lock clean help airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
+.PHONY: run test bench images venv lock clean help publish airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
 
 help:
 	@echo "make run    - set up, build the step images, run the digits pipeline, print the report path"
 	@echo "make test   - run the whole test suite (builds images; needs a Docker engine, see README)"
 	@echo "make images - (re)build the base and step images"
 	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
+	@echo "make publish REGISTRY=host:port - build reproducibly, push the six images, write images/digests.json"
 	@echo "make bench  - the benchmark harness (about 25 min; BENCH_ARGS=--quick for a smoke run)"
 	@echo "make airflow            - install Airflow 3.3.2 + the docker provider into $(AIRFLOW_VENV)"
 	@echo "make airflow-standalone - run the embedded Airflow (UI/API on :8080) with the DAG loaded"
@@ -57,6 +58,10 @@ bench: venv airflow images
 
 lock:
 	scripts/lock-deps.sh
+
+# Push the commit's images by version and commit tag; images/digests.json pins them (README: Deploying).
+publish: venv
+	PYTHON=$(abspath $(BIN))/python scripts/publish.sh $(REGISTRY)
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) airflow-home build
