@@ -2,9 +2,10 @@
 
 * It validates against GitHub's workflow schema (check-jsonschema's vendored copy, so no
   network). A missing validator is a failure, not a skip: a workflow nobody checked must not pass.
-* The step matrix covers exactly the four step images, each built from images/<step>/Dockerfile.
-* Images go to ghcr.io only on tags v*: every build that pushes outside the job-local registry,
-  and every registry login, is gated on refs/tags/v.
+* The suite runs on every push; images are published only on tags v*, only after the suite
+  passed, and only by `make publish` (the script the suite exercises against a local registry,
+  tests/registry): no other step builds-and-pushes or logs in anywhere.
+* The digests file the publish writes is kept as a build artifact and as a release asset.
 * Every action is pinned by a full commit SHA (a tag can be moved to other code), with the
   release it is in a comment on the same line.
 """
@@ -58,61 +59,63 @@ def test_the_workflow_is_valid_for_github_actions() -> None:
     assert proc.returncode == 0, f"workflow schema check failed:\n{proc.stdout}{proc.stderr}"
 
 
-def test_matrix_covers_exactly_the_four_steps(workflow: dict[Any, Any]) -> None:
-    matrices = {job_id: job["strategy"]["matrix"] for job_id, job in workflow["jobs"].items()
-                if "step" in job.get("strategy", {}).get("matrix", {})}
-    assert len(matrices) == 1, f"expected one job with a step matrix, found {sorted(matrices)}"
-    (job_id, matrix), = matrices.items()
-    values = matrix["step"]
-    assert isinstance(values, list) and len(values) == len(set(values)), values
-    assert set(values) == STEPS
-    assert not matrix.get("include") and not matrix.get("exclude"), "no include/exclude tricks"
-    builds = [s for s in workflow["jobs"][job_id]["steps"] if uses(s, "docker/build-push-action")]
-    files = [s.get("with", {}).get("file", "") for s in builds]
-    assert "images/${{ matrix.step }}/Dockerfile" in files, files
+def publish_steps(wf: dict[Any, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    return [(job_id, job, step) for job_id, job, step in all_steps(wf)
+            if re.search(r"\bmake\b.*\bpublish\b|scripts/publish\.sh", str(step.get("run", "")))]
 
 
-def test_base_is_built_before_the_steps(workflow: dict[Any, Any]) -> None:
-    jobs = workflow["jobs"]
-    (job_id,) = [j for j, job in jobs.items() if "step" in job.get("strategy", {}).get("matrix", {})]
-    needs = jobs[job_id].get("needs", [])
-    needs = [needs] if isinstance(needs, str) else needs
-    assert any(any(s.get("with", {}).get("file") == "images/base/Dockerfile"
-                   for s in jobs[n].get("steps", []) if uses(s, "docker/build-push-action"))
-               for n in needs), f"job {job_id} must need the job that builds images/base"
+def tag_gated(job: dict[str, Any], step: dict[str, Any]) -> bool:
+    return any(TAG_IF.match(str(x.get("if", ""))) for x in (job, step))
 
 
-def test_push_to_ghcr_only_on_tags(workflow: dict[Any, Any]) -> None:
+def test_the_push_path_is_make_publish_on_tags_after_the_suite(workflow: dict[Any, Any]) -> None:
     on = triggers(workflow)
     assert "v*" in (on.get("push") or {}).get("tags", []), "push trigger must include tags v*"
-
-    pushing_jobs = set()
-    for job_id, job, step in all_steps(workflow):
-        if uses(step, "docker/build-push-action"):
-            w = step.get("with", {})
-            tags = [t.strip() for t in re.split(r"[,\n]", str(w.get("tags", ""))) if t.strip()]
-            push = w.get("push", False)
-            outputs = str(w.get("outputs", ""))
-            local_only = bool(tags) and all(LOCAL_REGISTRY.match(t) for t in tags)
-            if push is True or "type=registry" in outputs or "push=true" in outputs:
-                assert local_only, (f"{job_id}: {step.get('name')} pushes unconditionally to "
-                                    f"{tags}; only the job-local localhost registry may")
-            elif push not in (False, None, "false"):
-                assert TAG_GATE.match(str(push)), f"{job_id}: push must be tag-gated, got {push!r}"
-                pushing_jobs.add(job_id)
-        if uses(step, "docker/login-action"):
-            assert TAG_IF.match(str(step.get("if", ""))), (
-                f"{job_id}: registry login must run on tags v* only, got if={step.get('if')!r}")
-        assert "docker push" not in str(step.get("run", "")), f"{job_id}: no ad-hoc docker push"
-
-    matrix_jobs = {j for j, job in workflow["jobs"].items()
-                   if "step" in job.get("strategy", {}).get("matrix", {})}
-    assert matrix_jobs and matrix_jobs <= pushing_jobs, "the step images must be pushed on tags"
-    for job_id in pushing_jobs:
-        perms = workflow["jobs"][job_id].get("permissions", {})
-        assert perms.get("packages") == "write", f"{job_id} needs permissions: packages: write"
+    found = publish_steps(workflow)
+    assert len(found) == 1, f"expected one `make publish` step, found {[(j, s.get('name')) for j, _, s in found]}"
+    (job_id, job, step), = found
+    assert re.search(r"^\s*(sudo\b.*\s)?make publish\b", str(step["run"]), re.M), step["run"]
+    assert 'REGISTRY="ghcr.io/' in str(step["run"]), "images go to ghcr.io/<owner>"
+    assert tag_gated(job, step), f"{job_id}: publish must run on tags v* only"
+    needs = job.get("needs", [])
+    assert "test" in ([needs] if isinstance(needs, str) else needs), f"{job_id} must need the test job"
+    assert job.get("permissions", {}).get("packages") == "write", f"{job_id} needs packages: write"
     assert workflow.get("permissions", {}).get("packages") in (None, "read", "none"), \
-        "packages: write belongs on the pushing jobs only"
+        "packages: write belongs on the publishing job only"
+
+
+def test_make_publish_runs_the_script_the_suite_tests() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^publish:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "the Makefile has no publish target"
+    assert re.search(r"scripts/publish\.sh \$\(REGISTRY\)", recipe.group(1)), recipe.group(1)
+    tests = "".join(p.read_text(encoding="utf-8") for p in (REPO / "tests").rglob("*.py"))
+    assert '"scripts" / "publish.sh"' in tests, "no test runs scripts/publish.sh"
+
+
+def test_nothing_else_pushes_or_logs_in(workflow: dict[Any, Any]) -> None:
+    publishing = {job_id for job_id, _, _ in publish_steps(workflow)}
+    for job_id, job, step in all_steps(workflow):
+        action = str(step.get("uses", "")).split("@")[0]
+        assert action not in ("docker/build-push-action", "docker/login-action"), \
+            f"{job_id}: {action} is a second push path; publish with make publish"
+        run = str(step.get("run", ""))
+        assert not re.search(r"\b(docker|buildah|podman) push\b|\bskopeo copy\b", run), \
+            f"{job_id}: no ad-hoc push ({step.get('name')})"
+        if re.search(r"\blogin\b", run):
+            assert job_id in publishing and tag_gated(job, step), f"{job_id}: a login outside the tag-gated publish job"
+            assert "--password-stdin" in run and "secrets." not in run, \
+                f"{job_id}: the token goes through stdin from env, never on a command line"
+
+
+def test_the_digests_file_is_an_artifact_and_a_release_asset(workflow: dict[Any, Any]) -> None:
+    (job_id, job, _), = publish_steps(workflow)
+    steps = job["steps"]
+    artifacts = [s for s in steps if uses(s, "actions/upload-artifact")]
+    assert [s["with"]["path"] for s in artifacts] == ["images/digests.json"], artifacts
+    assert any(re.search(r"\bgh release upload\b.*\bimages/digests\.json\b", str(s.get("run", "")))
+               for s in steps), f"{job_id}: no `gh release upload ... images/digests.json`"
+    assert job.get("permissions", {}).get("contents") == "write", f"{job_id}: a release asset needs contents: write"
 
 
 def test_tests_run_in_ci(workflow: dict[Any, Any]) -> None:
