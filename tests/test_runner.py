@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
 
+import docker.errors
 import pytest
 
-from clusterflow import spec
-from clusterflow.runner import LocalRunner, PipelineFailed
+from clusterflow import pinning, spec
+from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 
 
 class FakeEngine:
     """Just enough of ``docker.DockerClient``: each container runs ``seconds`` (``slow`` ones 30 s), exits."""
 
     def __init__(self, seconds: float = 0.2, exit_codes: dict[str, int] | None = None,
-                 fail_start: str | None = None, slow: tuple[str, ...] = (), lines: dict[str, str] | None = None):
+                 fail_start: str | None = None, slow: tuple[str, ...] = (), lines: dict[str, str] | None = None,
+                 present: set[str] | None = None):
         self.seconds, self.exit_codes, self.fail_start = seconds, exit_codes or {}, fail_start
         self.slow = slow  # these tasks run 30 s
         self.lines = lines or {}  # what a task logs (default: "<task> done")
@@ -25,14 +28,25 @@ class FakeEngine:
         self.started: list[str] = []
         self.removed: list[str] = []
         self.commit_mounts: dict[str, dict[str, bool]] = {}
+        self.present = present  # the image refs the engine has (None: every one)
+        self.pulls: list[tuple[str, str]] = []
+        self.environments: dict[str, dict[str, str]] = {}
         self.images = self
         self.containers = self
 
     def get(self, image: str):  # images.get
-        return type("Image", (), {"attrs": {}, "id": "sha256:" + "0" * 64})()
+        if self.present is not None and image not in self.present:
+            raise docker.errors.ImageNotFound(image)
+        return type("Image", (), {"attrs": {"RepoDigests": ["elsewhere/x@sha256:" + "e" * 64]},
+                                  "id": "sha256:" + "0" * 64})()
+
+    def pull(self, repository: str, tag: str):  # images.pull
+        self.pulls.append((repository, tag))
+        self.present.add(f"{repository}@{tag}")
 
     def create(self, image: str, command: list[str], **kwargs):  # containers.create
         task = kwargs["labels"][f"{spec.LABEL_PREFIX}.task_id"]
+        self.environments[task] = kwargs["environment"]
         if spec.COMMIT_CACHE_FLAG in command:
             task += " commit"
             self.commit_mounts[task] = {m["Target"]: m["ReadOnly"] for m in kwargs["mounts"]}
@@ -73,10 +87,61 @@ class FakeContainer:
 VARIANTS = ["cluster[k-means++]", "cluster[random]", "cluster[pca]"]
 
 
-def run(engine: FakeEngine, tmp_path: Path, jobs: int | None = None) -> list[str]:
+LOCAL = pinning.Images(pinning.LOCAL, spec.local_images("test"))
+
+
+def run(engine: FakeEngine, tmp_path: Path, jobs: int | None = None, images: pinning.Images = LOCAL) -> list[str]:
     lines: list[str] = []
-    LocalRunner(engine, tmp_path, log=lines.append, jobs=jobs).run("r1", spec.PipelineParams(), "test")
+    LocalRunner(engine, tmp_path, log=lines.append, jobs=jobs).run("r1", spec.PipelineParams(), images)
     return lines
+
+
+def pinned(registry: str = "127.0.0.1:5000") -> pinning.Images:
+    return pinning.Images(pinning.DIGESTS, {step: f"{registry}/clusterflow/{step}@sha256:{str(i) * 64}"
+                                            for i, step in enumerate(spec.STEPS, start=1)})
+
+
+def test_a_missing_pinned_image_is_pulled_by_digest_once_before_any_step_runs(tmp_path):
+    images = pinned()
+    engine = FakeEngine(seconds=0.01, present={images.refs["prepare"]})
+    lines = run(engine, tmp_path, images=images)
+    assert engine.pulls == [(f"127.0.0.1:5000/clusterflow/{step}", f"sha256:{str(i) * 64}")
+                            for i, step in enumerate(spec.STEPS, start=1) if step != "prepare"]
+    pulled = [line for line in lines if line.startswith("pulled ")]
+    assert [line.split()[1] for line in pulled] == [images.refs[s] for s in ("cluster", "evaluate", "report")]
+    assert all(re.fullmatch(r"pulled \S+ in \d+\.\d s", line) for line in pulled), pulled
+    assert lines.index(pulled[-1]) < next(i for i, line in enumerate(lines) if line.startswith("==> "))
+
+
+def test_a_pinned_step_records_its_manifest_digest_a_local_one_the_image_id_never_repo_digests(tmp_path):
+    images = pinned()
+    engine = FakeEngine(seconds=0.01)
+    run(engine, tmp_path, images=images)
+    env = engine.environments["cluster[pca]"]
+    assert env == {"CLUSTERFLOW_IMAGE": images.refs["cluster"], "CLUSTERFLOW_IMAGE_DIGEST": "sha256:" + "2" * 64}
+    engine = FakeEngine(seconds=0.01)
+    run(engine, tmp_path)
+    assert engine.environments["cluster[pca]"] == {"CLUSTERFLOW_IMAGE": "clusterflow/cluster:test",
+                                                   "CLUSTERFLOW_IMAGE_DIGEST": "sha256:" + "0" * 64}
+
+
+def test_a_missing_local_image_is_an_error_before_any_container_and_never_pulled(tmp_path):
+    engine = FakeEngine(present=set(spec.local_images("test").values()) - {"clusterflow/report:test"})
+    with pytest.raises(PipelineImageMissing, match=r"^image clusterflow/report:test not found: build the images"):
+        run(engine, tmp_path)
+    assert engine.pulls == [] and engine.started == []
+
+
+def test_a_failed_pull_names_the_image_and_what_to_check(tmp_path):
+    class Unreachable(FakeEngine):
+        def pull(self, repository: str, tag: str):
+            raise docker.errors.APIError("500", explanation="Get http://127.0.0.1:5000/v2/: connection refused")
+
+    engine = Unreachable(present=set())
+    with pytest.raises(PipelineImageMissing, match=r"^image 127.0.0.1:5000/clusterflow/prepare@sha256:1{64} the pull "
+                                                   r"failed \(Get .*connection refused\): check that the registry"):
+        run(engine, tmp_path, images=pinned())
+    assert engine.started == []
 
 
 def test_the_cluster_variants_run_at_once_and_the_stages_in_order(tmp_path):

@@ -13,7 +13,7 @@ from clusterflow import cli, spec
 
 
 def test_stages_run_the_four_steps_in_order_with_one_cluster_task_per_init():
-    stages = spec.stages("demo", spec.PipelineParams(), "1.2.3")
+    stages = spec.stages("demo", spec.PipelineParams(), spec.local_images("1.2.3"))
     assert [[t.name for t in stage] for stage in stages] == [
         ["prepare"], ["cluster[k-means++]", "cluster[random]", "cluster[pca]"], ["evaluate"], ["report"]]
     assert [t.image for t in stages[1]] == ["clusterflow/cluster:1.2.3"] * 3
@@ -72,7 +72,7 @@ def test_every_task_but_the_report_has_a_commit_the_step_cli_accepts(tmp_path):
 
     from tests.steps.conftest import COMMANDS
 
-    tasks = [t for stage in spec.stages("r", spec.PipelineParams(), "t") for t in stage]
+    tasks = [t for stage in spec.stages("r", spec.PipelineParams(), spec.local_images("t")) for t in stage]
     assert [t.name for t in tasks if not t.commits_cache] == ["report"]
     for task in tasks:
         commit = task.commit()
@@ -88,7 +88,7 @@ def test_every_task_but_the_report_has_a_commit_the_step_cli_accepts(tmp_path):
 @pytest.mark.parametrize("run_id", ["", "a/b", "..", "../x", ".hidden", "a b", "x" * 129, "a..b"])
 def test_unsafe_run_ids_are_refused(run_id):
     with pytest.raises(ValueError, match="invalid run id"):
-        spec.stages(run_id, spec.PipelineParams(), "t")
+        spec.stages(run_id, spec.PipelineParams(), spec.local_images("t"))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -115,14 +115,18 @@ def test_the_run_command_offers_every_pipeline_param(monkeypatch):
         def __init__(self, client, data_dir, limits=None, jobs=None):
             seen["data_dir"], seen["limits"], seen["jobs"] = data_dir, limits, jobs
 
-        def run(self, run_id, params, tag):
-            seen.update(run_id=run_id, params=params, tag=tag)
+        def run(self, run_id, params, images):
+            seen.update(run_id=run_id, params=params, images=images)
             return seen["data_dir"] / "report.html"
 
     class FakeClient:
+        api = None
+
         def ping(self):
             return True
 
+    for name in ("CLUSTERFLOW_DIGESTS", "CLUSTERFLOW_REGISTRY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(cli, "LocalRunner", FakeRunner)
     monkeypatch.setattr(cli.docker, "from_env", FakeClient)
     runner = CliRunner()
@@ -132,6 +136,7 @@ def test_the_run_command_offers_every_pipeline_param(monkeypatch):
     result = runner.invoke(cli.main, ["run", "--run-id", "r1"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seen["params"] == spec.PipelineParams() and seen["run_id"] == "r1" and seen["jobs"] is None
+    assert dict(seen["images"].refs) == {step: f"clusterflow/{step}:{cli.VERSION}" for step in spec.STEPS}
     result = runner.invoke(cli.main, ["run", "--run-id", "r2", "--init", "random", "--n-clusters", "8", "--jobs", "1"])
     assert seen["params"] == spec.PipelineParams(inits=("random",), n_clusters=8) and seen["jobs"] == 1
 
@@ -165,7 +170,7 @@ def test_unusable_step_limits_name_the_setting(name, value):
 
 def test_each_task_of_a_run_has_its_own_valid_container_name():
     run_id = spec.safe_run_id("manual__2026-11-24T10:00:00+00:00")
-    tasks = [t for stage in spec.stages(run_id, spec.PipelineParams(), "1") for t in stage]
+    tasks = [t for stage in spec.stages(run_id, spec.PipelineParams(), spec.local_images("1")) for t in stage]
     names = [spec.container_name(run_id, t) for t in tasks]
     assert len(set(names)) == len(tasks) == 6
     assert all(re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", n) for n in names), names  # Docker's rule

@@ -9,8 +9,9 @@ Tasks::
     plan ─▶ prepare ─▶ cluster[<init>] (mapped, one per init) ─▶ evaluate ─▶ report ─▶ outcome
 
 ``plan`` validates the run's params, derives the run id on the volume from Airflow's run id and
-resolves the run's settings once (data root, image tag); every container task reads them from its
-XCom, so retries and concurrent runs stay consistent. ``outcome`` fails the DAG run when any step
+resolves the run's settings once (data root, step images: by digest when pinned, see
+:func:`clusterflow.pinning.resolve`); every container task reads them from its XCom, so retries
+and concurrent runs stay consistent. ``outcome`` fails the DAG run when any step
 failed: ``report`` runs after a quality-gate breach in ``evaluate`` and would otherwise leave the
 run green.
 """
@@ -18,6 +19,7 @@ run green.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 from pathlib import Path
@@ -33,7 +35,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from docker.types import Mount as DockerMount
 from docker.types import Resources as SwarmResources
 
-from clusterflow import dataroot, spec
+from clusterflow import dataroot, pinning, spec
 from clusterflow.version import VERSION
 
 DAG_ID = spec.DAG_ID
@@ -116,8 +118,11 @@ that talk only through files under `/data/runs/<run_id>/<step>/` (see the README
 
 Data root: the Airflow Variable `{DATA_SOURCE_VARIABLE}`, else env `{DATA_SOURCE_ENV}`, else the
 named volume `{DEFAULT_DATA_SOURCE}`: an absolute host path (bind mount, writable by uid
-{spec.STEP_USER.split(':')[0]}) or a Docker volume name. Images `clusterflow/<step>:<tag>`, tag from env
-`{IMAGE_TAG_ENV}` (default the project version). Engine: `DOCKER_HOST`, else the local socket;
+{spec.STEP_USER.split(':')[0]}) or a Docker volume name. Images: with env `{pinning.DIGESTS_ENV}` (a digests
+file of a publish) every step image is `<registry>/clusterflow/<step>@sha256:...`; with only
+`{pinning.REGISTRY_ENV}`, `plan` resolves `<registry>/clusterflow/<step>:<tag>` to its digest once per run;
+otherwise the local builds `clusterflow/<step>:<tag>`. Tag from env `{IMAGE_TAG_ENV}` (default the
+project version). A missing pinned image is pulled by digest. Engine: `DOCKER_HOST`, else the local socket;
 env `{LAUNCHER_ENV}=swarm` runs each step as a one-shot Docker Swarm service instead of a container.
 Every step runs as {spec.STEP_USER} with a read-only root filesystem, a tmpfs `/tmp` and all
 capabilities dropped; as a container (the default) also with no network and `no-new-privileges`,
@@ -149,7 +154,20 @@ def data_source() -> str:
     return found or DEFAULT_DATA_SOURCE
 
 
-def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: str,
+def engine_url(environ: Any = os.environ) -> str:
+    """The engine the step tasks use (DockerOperator's own default: no docker_url is given)."""
+    return environ.get("DOCKER_HOST") or "unix://var/run/docker.sock"
+
+
+def plan_images(environ: Any = os.environ) -> pinning.Images:
+    """The run's step images, resolved once (the ``plan`` task); only a registry without a
+    digests file needs the engine, to turn the tag into digests."""
+    engine = functools.cache(lambda: pinning.engine_digests(docker.APIClient(base_url=engine_url(environ),
+                                                                             timeout=60)))
+    return pinning.resolve(environ, environ.get(IMAGE_TAG_ENV) or VERSION, lambda ref: engine()(ref))
+
+
+def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, images: pinning.Images,
                 limits: spec.StepLimits | None = None) -> dict[str, Any]:
     """Everything a run's containers need, rendered from the spec (pure: no Airflow, no Docker).
 
@@ -162,7 +180,7 @@ def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: s
         raise ValueError(f"data source {source!r}: give an absolute host path or a Docker volume name")
     tasks = {t.name: {"step": t.step, "variant": t.variant, "image": t.image, "command": list(t.command),
                       "commits_cache": t.commits_cache}
-             for stage in spec.stages(run_id, params, tag) for t in stage}
+             for stage in spec.stages(run_id, params, images.refs) for t in stage}
 
     def rendered_mounts(commit: bool) -> list[dict[str, Any]]:
         return [{"source": m.source, "target": m.target, "read_only": m.read_only, "type": m.kind}
@@ -173,7 +191,7 @@ def render_plan(values: dict[str, Any], airflow_run_id: str, source: str, tag: s
         "airflow_run_id": airflow_run_id,
         "params": params.as_dict(),
         "data_source": source,
-        "image_tag": tag,
+        "images": images.as_json(),  # the mode and step -> ref, decided here once per run
         "limits": limits.docker_kwargs(),
         "variants": list(params.inits),
         "tasks": tasks,
@@ -255,7 +273,7 @@ class StepOperator(DockerOperator):
     auto_remove_policy = "force"  # DockerOperator removes the container whatever happened
 
     def __init__(self, *, step: str, variant: str | None = None, **kwargs: Any):
-        kwargs.setdefault("image", spec.image_ref(step, VERSION))
+        kwargs.setdefault("image", spec.image_ref(step, VERSION))  # a placeholder: execute sets the plan's
         super().__init__(
             user=spec.STEP_USER, mount_tmp_dir=False, auto_remove=self.auto_remove_policy, **OPERATOR_POLICY,
             # evaluate: exit 3 (the gate) is told apart from a crash; every log line comes back
@@ -298,13 +316,19 @@ class StepOperator(DockerOperator):
         return render_container(plan, self.dag_id, self.step, self.variant, try_number, digest, commit=commit)
 
     def image_digest(self, image: str) -> str:
-        """The image's digest, resolved at run time the way the local runner does."""
+        """What the step records as its image digest, as the local runner does: a pinned ref's
+        manifest digest (DockerOperator pulls it by digest when the engine lacks it: its
+        ``images(name=<repo>@sha256:...)`` check matches a pulled image on Engine 20.10), else
+        the local image's ID."""
+        pinned = pinning.pinned_digest(image)
+        if pinned:
+            return pinned
         try:
             found = self.cli.inspect_image(image)
         except docker.errors.ImageNotFound:  # no retry helps (other engine errors are retried)
             raise AirflowFailException(f"image {image} not found on the Docker engine at {self.docker_url}: "
                                        "build the images first with `make images`") from None
-        return (found.get("RepoDigests") or [found["Id"]])[0]
+        return found["Id"]
 
     def execute(self, context: Any) -> Any:
         plan = context["ti"].xcom_pull(task_ids="plan", key=PLAN_XCOM)
@@ -476,13 +500,13 @@ def build_dag() -> DAG:
             Pushes the rendering as XCom ``plan``; returns the variants the cluster task maps over.
             """
             try:
-                rendered = render_plan(dict(params or {}), str(run_id), data_source(),
-                                       os.environ.get(IMAGE_TAG_ENV) or VERSION)
+                rendered = render_plan(dict(params or {}), str(run_id), data_source(), plan_images())
                 prepare_host_data_root(rendered["data_source"], rendered["run_id"])
             except ValueError as exc:  # bad params, or a planted symlink (dataroot.UnsafeDataRoot)
                 raise AirflowFailException(str(exc)) from None
             print(f"run id on the data root: {rendered['run_id']} (data root {rendered['data_source']})")
             print(f"step container limits: {rendered['limits']}")
+            print(f"step images: {rendered['images']['mode']}")
             for name, t in rendered["tasks"].items():
                 print(f"{name}: {t['image']} {' '.join(t['command'])}")
             ti.xcom_push(PLAN_XCOM, rendered)

@@ -14,7 +14,7 @@ import click
 import docker
 import docker.errors
 
-from clusterflow import dataroot, spec
+from clusterflow import dataroot, pinning, spec
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
 
@@ -49,10 +49,13 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
               show_default=True, help="Host directory mounted at /data in every step.")
 @click.option("--image-tag", default=VERSION, show_default=True, help="Tag of the clusterflow/<step> images.")
+@click.option("--digests", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Digests file of a publish: run its images by digest (overrides ${pinning.DIGESTS_ENV}; "
+                   f"${pinning.REGISTRY_ENV} alone resolves --image-tag in that registry once).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, show_default="all of them",
               help="How many cluster variants run at once.")
 @_param_options
-def run(run_id: str, data_dir: Path, image_tag: str, jobs: int | None, **params: Any) -> None:
+def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs: int | None, **params: Any) -> None:
     """Run prepare, cluster (one per init, concurrently), evaluate and report as containers."""
     try:
         pipeline_params = spec.PipelineParams(**{k: tuple(v) if isinstance(v, tuple) else v
@@ -74,9 +77,15 @@ def run(run_id: str, data_dir: Path, image_tag: str, jobs: int | None, **params:
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
         raise click.ClickException(f"no Docker engine answers {where} ({reason}): start one "
                                    "(scripts/ensure-docker.sh) or point DOCKER_HOST at one") from None
+    environ = {**os.environ, **({pinning.DIGESTS_ENV: str(digests)} if digests else {})}
+    try:
+        images = pinning.resolve(environ, image_tag, pinning.engine_digests(client.api))
+    except ValueError as exc:
+        click.echo(f"clusterflow: {exc}", err=True)
+        sys.exit(2)
     runner = LocalRunner(client, data_dir, limits=limits, jobs=jobs)
     try:
-        report = runner.run(run_id, pipeline_params, image_tag)
+        report = runner.run(run_id, pipeline_params, images)
     except PipelineImageMissing as exc:
         raise click.ClickException(str(exc)) from None
     except dataroot.UnsafeDataRoot as exc:

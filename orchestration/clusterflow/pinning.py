@@ -9,6 +9,8 @@ manifest digests in a *digests file* (``images/digests.json``)::
 Runners given that file (``CLUSTERFLOW_DIGESTS``) refer to every step image by its digest, never by
 a mutable tag. The file is data from whoever published: :func:`load` refuses anything but this
 shape, and a reference must name its own image in its own registry.
+
+:func:`resolve` decides a run's step images once, when it starts (see :class:`Images`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import docker.errors
 
 from clusterflow import spec
 
@@ -117,6 +121,90 @@ def load(path: str | Path) -> Pins:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ValueError(f"digests file {path}: {reason}: give the file `make publish` wrote "
                          f"({DIGESTS_FILE})") from None
+
+
+LOCAL, DIGESTS, REGISTRY_ONLY = "local", "digests", "registry"  # the modes of :func:`resolve`
+
+
+@dataclass(frozen=True)
+class Images:
+    """A run's step images, decided once: step -> reference, and how they were decided.
+
+    ``digests`` (a digests file) and ``registry`` (tags resolved by the engine once) give only
+    ``<registry>/clusterflow/<step>@sha256:...``; ``local`` gives ``clusterflow/<step>:<tag>``,
+    the images this engine built.
+    """
+
+    mode: str
+    refs: Mapping[str, str]
+
+    @property
+    def pinned(self) -> bool:
+        return self.mode != LOCAL
+
+    def as_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "refs": dict(self.refs)}
+
+
+def pinned_digest(ref: str) -> str | None:
+    """The manifest digest ``sha256:...`` a reference pins, or ``None`` for a tag."""
+    _, at, digest = ref.rpartition("@")
+    return digest if at and DIGEST.fullmatch(digest) else None
+
+
+def from_json(found: Mapping[str, Any]) -> Images:
+    """:meth:`Images.as_json` back (a plan's record); ValueError when it is not one."""
+    mode, refs = found.get("mode"), found.get("refs")
+    if mode not in (LOCAL, DIGESTS, REGISTRY_ONLY) or not isinstance(refs, dict) or set(refs) != set(spec.STEPS) \
+            or mode != LOCAL and not all(isinstance(r, str) and pinned_digest(r) for r in refs.values()):
+        raise ValueError(f"images {dict(found)!r}: not a record of resolved step images")
+    return Images(mode, dict(refs))
+
+
+def resolve(environ: Mapping[str, str], tag: str,
+            registry_digest: Callable[[str], str] | None = None) -> Images:
+    """The step images of a run, from ``CLUSTERFLOW_DIGESTS`` and/or ``CLUSTERFLOW_REGISTRY``.
+
+    With only a registry, ``registry_digest(ref)`` (the engine's ``GET /distribution``, which
+    knows the registries the engine trusts) turns each ``<registry>/clusterflow/<step>:<tag>``
+    into its manifest digest, once. ValueError with a one-line fix for anything off.
+    """
+    path = (environ.get(DIGESTS_ENV) or "").strip()
+    registry = (environ.get(REGISTRY_ENV) or "").strip()
+    problem = registry_problem(registry) if registry else None
+    if problem:
+        raise ValueError(f"{REGISTRY_ENV}: {problem}")
+    if path:
+        found = load(path)
+        if registry and registry != found.registry:
+            raise ValueError(f"{REGISTRY_ENV}={registry} but the digests file {path} pins images in "
+                             f"{found.registry}: unset one, or give the file of a publish to {registry}")
+        return Images(DIGESTS, {step: found.ref(step) for step in spec.STEPS})
+    if not registry:
+        return Images(LOCAL, spec.local_images(tag))
+    if registry_digest is None:
+        raise ValueError(f"{REGISTRY_ENV}={registry}: resolving its tags needs a Docker engine")
+    refs = {}
+    for step in spec.STEPS:
+        tagged = f"{repository(registry, step)}:{tag}"
+        digest = registry_digest(tagged)
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+            raise ValueError(f"{tagged}: the engine gave {digest!r}, not a sha256:<64 hex> manifest digest")
+        refs[step] = f"{repository(registry, step)}@{digest}"
+    return Images(REGISTRY_ONLY, refs)
+
+
+def engine_digests(api: Any) -> Callable[[str], str]:
+    """What :func:`resolve` asks in registry mode: the manifest digest of a tagged reference, from
+    the engine at ``api`` (a docker ``APIClient``); ValueError naming the reference otherwise."""
+    def digest(ref: str) -> str:
+        try:
+            return api.inspect_distribution(ref)["Descriptor"]["digest"]
+        except docker.errors.DockerException as exc:
+            reason = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:200]
+            raise ValueError(f"{ref}: the engine cannot resolve it ({reason}): publish it, or check "
+                             f"{REGISTRY_ENV} and the tag") from None
+    return digest
 
 
 def main(argv: list[str]) -> int:

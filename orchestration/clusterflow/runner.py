@@ -4,12 +4,16 @@ The tasks of one stage (the cluster variants) run concurrently, as the DAG's do.
 container succeeded (evaluate: also the quality gate's exit 3, whose outputs are kept), its commit
 container (:meth:`spec.Task.commit`: the store read-write, the data root read-only) puts its
 outputs into the cache store; a failed commit only means no cache entry.
+
+The step images are resolved before (:func:`pinning.resolve`); a pinned one the engine lacks is
+pulled by its digest when the run starts, a local one it lacks is an error.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ import docker
 import docker.errors
 from docker.types import Mount as DockerMount
 
-from clusterflow import dataroot, spec
+from clusterflow import dataroot, pinning, spec
 
 LOCAL_DAG_ID = "local"
 
@@ -48,6 +52,7 @@ class LocalRunner:
     _running: set = field(default_factory=set, init=False, repr=False)  # containers started, not removed
     _hits: set = field(default_factory=set, init=False, repr=False)  # tasks whose step logged a cache hit
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)  # no new commits
+    _digests: dict = field(default_factory=dict, init=False, repr=False)  # image ref -> what its steps record
 
     def _log(self, line: str) -> None:
         with self._lock:  # concurrent tasks: whole lines, never interleaved halves
@@ -58,17 +63,40 @@ class LocalRunner:
         uid, gid = os.getuid(), os.getgid()
         return spec.STEP_USER if uid == 0 else f"{uid}:{gid}"
 
-    def image_digest(self, image: str) -> str:
+    def ensure_image(self, ref: str) -> str:
+        """What the steps of image ``ref`` record as ``CLUSTERFLOW_IMAGE_DIGEST``, pulling a pinned
+        image the engine lacks (by digest); remembered for the rest of the run.
+
+        A pinned ref records its manifest digest, the same on every engine that pulled it (so cache
+        keys match across engines); a local one this engine's image ID (only this engine has it).
+        ``RepoDigests`` is neither: it lists ``repo@digest`` of whatever registries the image came
+        from, in no set order.
+        """
+        digest = pinning.pinned_digest(ref)
         try:
-            found = self.client.images.get(image)
+            local_id = self.client.images.get(ref).id
         except docker.errors.ImageNotFound:
-            raise PipelineImageMissing(image) from None
-        return (found.attrs.get("RepoDigests") or [found.id])[0]
+            if digest is None:
+                raise PipelineImageMissing(ref) from None
+            self.pull(ref, digest)
+        self._digests[ref] = digest or local_id
+        return self._digests[ref]
+
+    def pull(self, ref: str, digest: str) -> None:
+        """Pull a pinned image by its digest (never a tag), logging how long it took."""
+        started = time.monotonic()
+        try:
+            self.client.images.pull(ref[:-len(digest) - 1], tag=digest)
+        except docker.errors.DockerException as exc:
+            reason = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:200]
+            raise PipelineImageMissing(ref, f"the pull failed ({reason}): check that the registry "
+                                            "answers and the engine trusts it") from None
+        self._log(f"pulled {ref} in {time.monotonic() - started:.1f} s")
 
     def run_task(self, task: spec.Task, run_id: str, mounts: list[spec.Mount]) -> int:
         container = self.client.containers.create(
             task.image, list(task.command), user=self.container_user(),
-            environment=spec.step_environment(task.image, self.image_digest(task.image)),
+            environment=spec.step_environment(task.image, self._digests.get(task.image) or self.ensure_image(task.image)),
             labels=spec.labels(LOCAL_DAG_ID, run_id, task),
             mounts=[DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in mounts],
             **spec.CONTAINER_POLICY, **self.limits.docker_kwargs(),
@@ -89,16 +117,18 @@ class LocalRunner:
                 self._running.discard(container)
             container.remove(force=True)
 
-    def run(self, run_id: str, params: spec.PipelineParams, tag: str,
-            repository: str = spec.IMAGE_REPOSITORY) -> Path:
-        """Run every stage; return the report's path or raise :class:`PipelineFailed`."""
+    def run(self, run_id: str, params: spec.PipelineParams, images: pinning.Images) -> Path:
+        """Run every stage with ``images``; return the report's path or raise :class:`PipelineFailed`."""
         spec.validate_run_id(run_id)
+        stages = spec.stages(run_id, params, images.refs)
+        for ref in dict.fromkeys(images.refs.values()):  # before any step: pulls are logged once
+            self.ensure_image(ref)
         self._stopping.clear()
         self.data_dir = self.data_dir.resolve()
         dataroot.prepare_run_dir(self.data_dir, run_id)
         mounts = {commit: spec.mounts(str(self.data_dir), params.dataset, commit=commit) for commit in (False, True)}
         gate_failure: PipelineFailed | None = None
-        for stage in spec.stages(run_id, params, tag, repository):
+        for stage in stages:
             tasks = [t for t in stage if not gate_failure or t.runs_after_gate_failure]
             # every task of the stage finishes before a failure is raised: none is left running
             for task, code in zip(tasks, self._run_stage(tasks, run_id, mounts)):
@@ -150,5 +180,7 @@ class LocalRunner:
 
 
 class PipelineImageMissing(Exception):
-    def __init__(self, image: str):
-        super().__init__(f"image {image} not found: build the images first with `make images`")
+    """A step image the engine does not have and cannot get."""
+
+    def __init__(self, image: str, why: str = "not found: build the images first with `make images`"):
+        super().__init__(f"image {image} {why}")

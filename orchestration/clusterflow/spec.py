@@ -201,8 +201,14 @@ class Task:
         return dataclasses.replace(self, command=(*self.command, COMMIT_CACHE_FLAG))
 
 
-def image_ref(step: str, tag: str, repository: str = IMAGE_REPOSITORY) -> str:
-    return f"{repository}/{step}:{tag}"
+def image_ref(step: str, tag: str) -> str:
+    """A step image as this engine built it (``clusterflow/<step>:<tag>``): the local form."""
+    return f"{IMAGE_REPOSITORY}/{step}:{tag}"
+
+
+def local_images(tag: str) -> dict[str, str]:
+    """Every step's local image (no registry): what :func:`stages` gets without pins."""
+    return {step: image_ref(step, tag) for step in STEPS}
 
 
 def validate_run_id(run_id: str) -> str:
@@ -253,11 +259,16 @@ def command(step: str, run_id: str, params: PipelineParams, variant: str | None 
     return tuple(args)
 
 
-def stages(run_id: str, params: PipelineParams, tag: str,
-           repository: str = IMAGE_REPOSITORY) -> list[list[Task]]:
-    """The pipeline in order; tasks within a stage are independent of each other."""
+def stages(run_id: str, params: PipelineParams, images: typing.Mapping[str, str]) -> list[list[Task]]:
+    """The pipeline in order; tasks within a stage are independent of each other. ``images``:
+    step -> the reference its containers are created from (resolved once per run, see
+    :func:`clusterflow.pinning.resolve`, or :func:`local_images`)."""
+    missing = [step for step in STEPS if not images.get(step)]
+    if missing:
+        raise ValueError(f"no image for step {missing[0]}: give one per step ({', '.join(STEPS)})")
+
     def task(step: str, variant: str | None = None) -> Task:
-        return Task(step, image_ref(step, tag, repository), command(step, run_id, params, variant),
+        return Task(step, images[step], command(step, run_id, params, variant),
                     variant, runs_after_gate_failure=step == "report", commits_cache=step != "report")
 
     return [[task("prepare")], [task("cluster", init) for init in params.inits],

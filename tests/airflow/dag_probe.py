@@ -1,7 +1,7 @@
 """Runs in the Airflow venv (not collected by pytest): loads the DAG folder with Airflow's own
 DagBag and prints what the tests in this folder check, as JSON on stdout.
 
-stdin: {"render": [{"params": {...}, "run_id": ..., "data_source": ..., "tag": ...}, ...],
+stdin: {"render": [{"params": {...}, "run_id": ..., "data_source": ..., "tag": ..., "env": {...}}, ...],
         "conf": [{...}, ...]}     (confs to validate against the DAG's Params)
 """
 
@@ -77,7 +77,12 @@ def main() -> None:
         }
     renders = []
     for case in request.get("render", []):
-        plan = airflow_dag.render_plan(case["params"], case["run_id"], case["data_source"], case["tag"])
+        try:
+            images = airflow_dag.plan_images({**case.get("env", {}), airflow_dag.IMAGE_TAG_ENV: case["tag"]})
+        except ValueError as exc:
+            out["render_error"] = str(exc)
+            break
+        plan = airflow_dag.render_plan(case["params"], case["run_id"], case["data_source"], images)
         rendered = {}
         for name, t in plan["tasks"].items():
             op = dag.get_task(t["step"])
@@ -88,6 +93,13 @@ def main() -> None:
             rendered[name] = settings
         renders.append({"plan": plan, "containers": rendered})
     out["render"] = renders
+    retry = request.get("retry")
+    if retry:  # what a later try launches from the plan it pulls from XCom
+        image = retry["plan"]["tasks"][f"{retry['step']}[{retry['variant']}]"]["image"]
+        digest = dag.get_task("prepare").image_digest(image)  # StepOperator's (the same for every step)
+        settings = airflow_dag.render_container(retry["plan"], dag.dag_id, retry["step"], retry["variant"],
+                                                retry["try_number"], digest)
+        out["retry"] = {"image": settings["image"], "environment": settings["environment"]}
     validations = []
     for conf in request.get("conf", []):
         params = ParamsDict(dag.params)  # a copy, as a triggered run gets

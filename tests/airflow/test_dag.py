@@ -7,6 +7,7 @@ pipeline spec, so the DAG can never drift from the steps, flags and mounts the s
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -27,9 +28,33 @@ RENDER_CASES = [
 ]
 
 
+REGISTRY = "127.0.0.1:5000"
+PUBLISHED = {name: "sha256:" + f"{i:x}" * 64 for i, name in enumerate(("core", "base", *spec.STEPS), start=1)}
+
+
+def digests_file(path, registry=REGISTRY):
+    """A publish's digests file, written by hand (the format's own statement, not the code's)."""
+    path.write_text(json.dumps({"registry": registry, "version": VERSION, "commit": "c" * 40, "images": {
+        name: f"{registry}/clusterflow/{name}@{digest}" for name, digest in PUBLISHED.items()}}))
+    return path
+
+
 @pytest.fixture(scope="module")
-def seen(probe):
-    return probe(render=RENDER_CASES, conf=INVALID_CONFS + VALID_CONFS)
+def pinned_case(tmp_path_factory):
+    path = digests_file(tmp_path_factory.mktemp("pins") / "digests.json")
+    return {"params": {"inits": ["random", "pca"]}, "run_id": AIRFLOW_RUN_ID, "data_source": "clusterflow-data",
+            "tag": "9.9.9", "try_number": 2, "digest": None, "env": {"CLUSTERFLOW_DIGESTS": str(path)}}
+
+
+@pytest.fixture(scope="module")
+def seen(probe, pinned_case):
+    return probe(render=[*RENDER_CASES, pinned_case], conf=INVALID_CONFS + VALID_CONFS)
+
+
+def expected_images(case):
+    if "env" in case:
+        return {step: f"{REGISTRY}/clusterflow/{step}@{PUBLISHED[step]}" for step in spec.STEPS}
+    return {step: f"clusterflow/{step}:{case['tag']}" for step in spec.STEPS}
 
 
 def test_the_dag_folder_imports_without_errors(seen):
@@ -132,8 +157,8 @@ def test_the_params_schema_rejects_invalid_confs_before_any_task_runs(seen):
     assert accepted == [None] * len(VALID_CONFS)
 
 
-def test_the_containers_are_what_the_spec_renders(seen):
-    for case, rendered in zip(RENDER_CASES, seen["render"]):
+def test_the_containers_are_what_the_spec_renders(seen, pinned_case):
+    for case, rendered in zip([*RENDER_CASES, pinned_case], seen["render"], strict=True):
         params = spec.PipelineParams(**{k: tuple(v) if isinstance(v, list) else v
                                         for k, v in case["params"].items()})
         run_id = spec.safe_run_id(case["run_id"])
@@ -142,7 +167,7 @@ def test_the_containers_are_what_the_spec_renders(seen):
         mounts = spec.mounts(case["data_source"], params.dataset)
         expected_mounts = [{"Target": m.target, "Source": m.source, "Type": m.kind, "ReadOnly": m.read_only}
                            for m in mounts]
-        tasks = [t for stage in spec.stages(run_id, params, case["tag"]) for t in stage]
+        tasks = [t for stage in spec.stages(run_id, params, expected_images(case)) for t in stage]
         assert list(rendered["containers"]) == [t.name for t in tasks]
         # the commit containers: the cache store writable, the data root not
         assert rendered["plan"]["commit_mounts"] == [
@@ -152,12 +177,44 @@ def test_the_containers_are_what_the_spec_renders(seen):
             t.name: t.name != "report" for t in tasks}
         for t in tasks:
             container = rendered["containers"][t.name]
-            assert container["image"] == t.image == spec.image_ref(t.step, case["tag"])
+            assert container["image"] == t.image == expected_images(case)[t.step]
             assert container["command"] == list(t.command)
             assert container["labels"] == spec.labels(DAG_ID, run_id, t, case.get("try_number", 1))
             assert container["environment"] == spec.step_environment(t.image, case["digest"])
             assert container["mounts"] == expected_mounts
             assert container["container_name"] == spec.container_name(run_id, t)
+
+
+def test_with_a_digests_file_the_plan_pins_every_step_image_by_digest_and_records_the_mode(seen):
+    local, pinned = seen["render"][0]["plan"], seen["render"][-1]["plan"]
+    assert local["images"] == {"mode": "local", "refs": {s: f"clusterflow/{s}:{VERSION}" for s in spec.STEPS}}
+    assert pinned["images"]["mode"] == "digests"
+    for name, task in pinned["tasks"].items():
+        assert task["image"] == f"{REGISTRY}/clusterflow/{task['step']}@{PUBLISHED[task['step']]}", name
+        assert ":" + VERSION not in task["image"] and ":9.9.9" not in task["image"]  # never the tag
+
+
+def test_a_retry_renders_from_the_plan_it_finds_not_from_the_digests_file_now(probe, tmp_path):
+    """The plan is the XCom every try reads: a publish between two tries changes nothing in this run."""
+    path = digests_file(tmp_path / "digests.json")
+    case = {"params": {}, "run_id": "r-retry", "data_source": "/srv/d", "tag": VERSION,
+            "env": {"CLUSTERFLOW_DIGESTS": str(path)}}
+    first = probe(render=[case])["render"][0]
+    path.write_text(path.read_text().replace(PUBLISHED["cluster"], "sha256:" + "f" * 64))
+    retried = probe(retry={"plan": first["plan"], "step": "cluster", "variant": "pca", "try_number": 3})
+    assert retried["retry"]["image"] == first["containers"]["cluster[pca]"]["image"] == \
+        f"{REGISTRY}/clusterflow/cluster@{PUBLISHED['cluster']}"
+    # it records the manifest digest the ref pins (the same on every engine), not a local image ID
+    assert retried["retry"]["environment"]["CLUSTERFLOW_IMAGE_DIGEST"] == PUBLISHED["cluster"]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CLUSTERFLOW_REGISTRY": "http://127.0.0.1:5000"}, "without a scheme"),
+    ({"CLUSTERFLOW_DIGESTS": "/nonexistent/digests.json"}, "digests file /nonexistent/digests.json: No such file"),
+])
+def test_the_plan_refuses_unusable_image_settings_in_one_line(probe, env, message):
+    found = probe(render=[{"params": {}, "run_id": "r", "data_source": "/srv/d", "tag": VERSION, "env": env}])
+    assert message in found["render_error"] and "\n" not in found["render_error"]
 
 
 def test_a_user_dataset_is_mounted_read_only_under_input(seen):

@@ -1,8 +1,8 @@
 """Runs in the Airflow venv (not collected by pytest): launches the DAG's prepare container and
 its cache commit container with the real StepOperator (DockerOperator) against the Docker URL in
-argv[1], the data root (a volume name or a host path) in argv[2], the step limits from
-the environment. Exit 0 when DockerOperator saw
-both through to their end with exit 0."""
+argv[1], the data root (a volume name or a host path) in argv[2], the step limits and images
+(CLUSTERFLOW_DIGESTS...) from the environment. Exit 0 when DockerOperator saw both through to
+their end with exit 0 (pulling the image first when the engine lacks it)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sys
 from airflow.sdk import DAG
 
 from clusterflow import airflow_dag, spec
-from clusterflow.version import VERSION
 
 
 class TaskInstance:
@@ -24,7 +23,7 @@ class TaskInstance:
 
 def main() -> None:
     url, source = sys.argv[1], sys.argv[2]
-    plan = airflow_dag.render_plan({}, "r1", source, VERSION)  # the step limits from the env
+    plan = airflow_dag.render_plan({}, "r1", source, airflow_dag.plan_images())  # limits, images from the env
     with DAG(spec.DAG_ID, start_date=dt.datetime(2026, 1, 1), schedule=None):
         operator = airflow_dag.StepOperator(task_id="prepare", step="prepare", docker_url=url)
     operator.nano_cpus = plan["limits"]["nano_cpus"]

@@ -48,7 +48,7 @@ def assert_canonical(request: dict[str, Any], mounts: list[dict[str, Any]]) -> d
 def test_the_local_runner_launches_a_step_and_its_commit_through_the_gate(gate: str, engine: Any,
                                                                           data_root: Path) -> None:
     local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
-    task = spec.stages("r1", spec.PipelineParams(), "0.1.0")[0][0]
+    task = spec.stages("r1", spec.PipelineParams(), spec.local_images("0.1.0"))[0][0]
     assert local.run_task(task, "r1", spec.mounts(str(data_root))) == 0
     assert local.run_task(task.commit(), "r1", spec.mounts(str(data_root), commit=True)) == 0
     step, commit = creates(engine)
@@ -65,7 +65,7 @@ def test_a_dataset_from_the_allowed_input_directory_is_mounted_read_only(gate: s
     (inputs / "link.csv").symlink_to(inputs / "points.csv")
     params = spec.PipelineParams(dataset=str(inputs / "link.csv"))
     local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
-    task = spec.stages("r1", params, "0.1.0")[0][0]
+    task = spec.stages("r1", params, spec.local_images("0.1.0"))[0][0]
     assert local.run_task(task, "r1", spec.mounts(str(data_root), params.dataset)) == 0
     (request,) = creates(engine)
     mounts = json.loads(request["body"])["HostConfig"]["Mounts"]

@@ -71,7 +71,7 @@ def assert_escapes_refused(client: docker.DockerClient, data_dir: Path) -> None:
 def run_prepare(client: docker.DockerClient, data_dir: Path) -> list[str]:
     lines: list[str] = []
     local = runner.LocalRunner(client, data_dir, log=lines.append, limits=spec.step_limits(LIMITS))
-    task = spec.stages("r1", spec.PipelineParams(), VERSION)[0][0]
+    task = spec.stages("r1", spec.PipelineParams(), spec.local_images(VERSION))[0][0]
     assert local.run_task(task, "r1", spec.mounts(str(data_dir))) == 0, lines
     return lines
 
