@@ -161,6 +161,21 @@ def from_json(found: Mapping[str, Any]) -> Images:
     return Images(mode, dict(refs))
 
 
+def configured(environ: Mapping[str, str]) -> tuple[Pins | None, str | None]:
+    """The pins of ``CLUSTERFLOW_DIGESTS`` (if set) and the registry: the file's, or
+    ``CLUSTERFLOW_REGISTRY``; ValueError when either is unusable or they disagree."""
+    path = (environ.get(DIGESTS_ENV) or "").strip()
+    registry = (environ.get(REGISTRY_ENV) or "").strip()
+    problem = registry_problem(registry) if registry else None
+    if problem:
+        raise ValueError(f"{REGISTRY_ENV}: {problem}")
+    found = load(path) if path else None
+    if found and registry and registry != found.registry:
+        raise ValueError(f"{REGISTRY_ENV}={registry} but the digests file {path} pins images in "
+                         f"{found.registry}: unset one, or give the file of a publish to {registry}")
+    return found, found.registry if found else registry or None
+
+
 def resolve(environ: Mapping[str, str], tag: str,
             registry_digest: Callable[[str], str] | None = None) -> Images:
     """The step images of a run, from ``CLUSTERFLOW_DIGESTS`` and/or ``CLUSTERFLOW_REGISTRY``.
@@ -169,16 +184,8 @@ def resolve(environ: Mapping[str, str], tag: str,
     knows the registries the engine trusts) turns each ``<registry>/clusterflow/<step>:<tag>``
     into its manifest digest, once. ValueError with a one-line fix for anything off.
     """
-    path = (environ.get(DIGESTS_ENV) or "").strip()
-    registry = (environ.get(REGISTRY_ENV) or "").strip()
-    problem = registry_problem(registry) if registry else None
-    if problem:
-        raise ValueError(f"{REGISTRY_ENV}: {problem}")
-    if path:
-        found = load(path)
-        if registry and registry != found.registry:
-            raise ValueError(f"{REGISTRY_ENV}={registry} but the digests file {path} pins images in "
-                             f"{found.registry}: unset one, or give the file of a publish to {registry}")
+    found, registry = configured(environ)
+    if found:
         return Images(DIGESTS, {step: found.ref(step) for step in spec.STEPS})
     if not registry:
         return Images(LOCAL, spec.local_images(tag))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -68,8 +69,34 @@ def inputs(tmp_path: Path) -> Path:
     return folder
 
 
+def gate_env(data_root: Path, inputs: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {config.SOCKET_ENV: str(tmp_path / "engine.sock"), config.DATA_SOURCE_ENV: str(data_root),
+            config.INPUT_DIRS_ENV: str(inputs), "CLUSTERFLOW_STEP_MEMORY": "2g", "CLUSTERFLOW_STEP_CPUS": "2",
+            config.IMAGE_TAG_ENV: "0.1.0", **extra}
+
+
 @pytest.fixture
 def gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
-    yield from serve({config.SOCKET_ENV: str(tmp_path / "engine.sock"), config.DATA_SOURCE_ENV: str(data_root),
-                      config.INPUT_DIRS_ENV: str(inputs), "CLUSTERFLOW_STEP_MEMORY": "2g",
-                      "CLUSTERFLOW_STEP_CPUS": "2", config.IMAGE_TAG_ENV: "0.1.0"})
+    yield from serve(gate_env(data_root, inputs, tmp_path))
+
+
+REGISTRY = "127.0.0.1:5000"
+# A publish's digests, stated here by hand (not by the code under test)
+PUBLISHED = {name: "sha256:" + f"{i}" * 64 for i, name in
+             enumerate(("core", "base", "prepare", "cluster", "evaluate", "report"), start=1)}
+PINNED_PREPARE = f"{REGISTRY}/clusterflow/prepare@{PUBLISHED['prepare']}"
+
+
+@pytest.fixture
+def pinned_gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
+    """A gate given the digests file of a publish to 127.0.0.1:5000."""
+    digests = tmp_path / "digests.json"
+    digests.write_text(json.dumps({"registry": REGISTRY, "version": "0.1.0", "commit": "c" * 40, "images": {
+        name: f"{REGISTRY}/clusterflow/{name}@{digest}" for name, digest in PUBLISHED.items()}}))
+    yield from serve(gate_env(data_root, inputs, tmp_path, CLUSTERFLOW_DIGESTS=str(digests)))
+
+
+@pytest.fixture
+def registry_gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
+    """A gate given only CLUSTERFLOW_REGISTRY=127.0.0.1:5000."""
+    yield from serve(gate_env(data_root, inputs, tmp_path, CLUSTERFLOW_REGISTRY=REGISTRY))

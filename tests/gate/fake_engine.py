@@ -23,6 +23,11 @@ STEP_LABELS = {"io.clusterflow.dag_id": "local", "io.clusterflow.run_id": "r1",
 CONTAINERS = {"clusterflow.r1.prepare": STEP_LABELS, "cfid0001": STEP_LABELS, "other": {"app": "db"}}
 
 
+PULL_PROGRESS = [{"status": "Pulling from clusterflow/prepare", "id": "sha256"},
+                 {"status": "Digest: sha256:" + "1" * 64}, {"status": "Status: Downloaded newer image"}]
+DISTRIBUTION_DIGEST = "sha256:" + "d" * 64
+
+
 class Engine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
@@ -92,6 +97,21 @@ class Handler(BaseHTTPRequestHandler):
                 return self._reply(200, b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n",
                                    "application/vnd.docker.multiplexed-stream")
             return self._reply(204)
+        if parts[:2] == ["images", "create"]:  # a pull: the engine's JSON progress stream, chunked as it comes
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for line in PULL_PROGRESS:
+                data = json.dumps(line).encode() + b"\r\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                time.sleep(0.02)
+            self.wfile.write(b"0\r\n\r\n")
+            return None
+        if parts[0] == "distribution":
+            return self._reply(200, {"Descriptor": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                                                    "digest": DISTRIBUTION_DIGEST, "size": 1993}, "Platforms": []})
         if parts[:2] == ["images", "json"]:
             return self._reply(200, [{"Id": "sha256:" + "a" * 64, "RepoTags": ["clusterflow/prepare:0.1.0"]}])
         if parts[0] == "images":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from typing import Any
 import docker
 import pytest
 
-from clusterflow import runner, spec
+from clusterflow import pinning, runner, spec
 from clusterflow.gate import config
 from tests.gate import fake_engine
-from tests.gate.conftest import serve
+from tests.gate.conftest import PINNED_PREPARE, PUBLISHED, REGISTRY, serve
 from tests.gate.test_refusals import raw
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,8 +133,55 @@ def test_ping_version_and_the_step_images(gate: str, engine: Any) -> None:
     assert raw(gate, "HEAD", "/_ping") == (200, {})  # the engine's Content-Length passed on, no body
 
 
+def test_a_pinned_digest_is_pulled_through_and_its_progress_streams_back(pinned_gate: str, engine: Any) -> None:
+    progress = list(client(pinned_gate).api.pull(f"{REGISTRY}/clusterflow/prepare", tag=PUBLISHED["prepare"],
+                                                 stream=True, decode=True))
+    assert progress == fake_engine.PULL_PROGRESS
+    (request,) = engine.requests
+    assert (request["method"], request["path"]) == ("POST", "/v1.41/images/create")
+    assert urllib.parse.parse_qs(request["query"]) == {"fromImage": [f"{REGISTRY}/clusterflow/prepare"],
+                                                       "tag": [PUBLISHED["prepare"]]}
+    assert "X-Registry-Auth" not in request["headers"]
+
+
+def test_the_local_runner_pulls_and_launches_a_pinned_step_through_the_gate(pinned_gate: str, engine: Any,
+                                                                             data_root: Path) -> None:
+    lines: list[str] = []
+    local = runner.LocalRunner(client(pinned_gate), data_root, log=lines.append)
+    local.pull(PINNED_PREPARE, PUBLISHED["prepare"])  # what it does when the engine lacks the image
+    images = {step: f"{REGISTRY}/clusterflow/{step}@{PUBLISHED[step]}" for step in spec.STEPS}
+    task = spec.stages("r1", spec.PipelineParams(), images)[0][0]
+    assert local.run_task(task, "r1", spec.mounts(str(data_root))) == 0
+    assert lines[0].startswith(f"pulled {PINNED_PREPARE} in ")
+    body = json.loads(creates(engine)[0]["body"])
+    assert body["Image"] == PINNED_PREPARE
+    assert body["Env"] == [f"CLUSTERFLOW_IMAGE={PINNED_PREPARE}", f"CLUSTERFLOW_IMAGE_DIGEST={PUBLISHED['prepare']}"]
+
+
+def test_a_registry_gate_resolves_the_tag_once_and_admits_that_digest(registry_gate: str, engine: Any) -> None:
+    api = client(registry_gate).api
+    images = pinning.resolve({pinning.REGISTRY_ENV: REGISTRY}, "0.1.0", pinning.engine_digests(api))
+    assert images.refs["cluster"] == f"{REGISTRY}/clusterflow/cluster@{fake_engine.DISTRIBUTION_DIGEST}"
+    asked = [r["path"] for r in engine.requests if "/distribution/" in r["path"]]
+    assert asked == [f"/v1.41/distribution/{REGISTRY}/clusterflow/{step}:0.1.0/json" for step in spec.STEPS]
+    assert list(api.pull(f"{REGISTRY}/clusterflow/cluster", tag=fake_engine.DISTRIBUTION_DIGEST, stream=True,
+                         decode=True)) == fake_engine.PULL_PROGRESS
+
+
+def test_a_gate_with_pins_reads_its_digests_file_once_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "digests.json"
+    path.write_text(json.dumps({"registry": REGISTRY, "version": "0.1.0", "commit": "c" * 40, "images": {
+        name: f"{REGISTRY}/clusterflow/{name}@{digest}" for name, digest in PUBLISHED.items()}}))
+    settings = config.from_env({config.DATA_SOURCE_ENV: "v", pinning.DIGESTS_ENV: str(path)}).settings
+    path.unlink()  # a later change of the file does not change a running gate
+    assert settings.pins == {step: f"{REGISTRY}/clusterflow/{step}@{PUBLISHED[step]}" for step in spec.STEPS}
+    assert settings.registry == REGISTRY
+
+
 @pytest.mark.parametrize("env, problem", [
     ({}, "CLUSTERFLOW_DATA_SOURCE=''"),
+    ({config.DATA_SOURCE_ENV: "v", pinning.DIGESTS_ENV: "/nonexistent.json"}, "digests file /nonexistent.json"),
+    ({config.DATA_SOURCE_ENV: "v", pinning.REGISTRY_ENV: "https://r.example.org"}, "without a scheme"),
     ({config.DATA_SOURCE_ENV: "../data"}, "give the steps' data volume name or an absolute host path"),
     ({config.DATA_SOURCE_ENV: "v", config.INPUT_DIRS_ENV: "/srv:data"}, "'data' is not absolute"),
     ({config.DATA_SOURCE_ENV: "v", config.LISTEN_ENV: "2375"}, "give HOST:PORT"),

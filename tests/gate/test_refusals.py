@@ -213,6 +213,80 @@ OTHER = [
 ]
 
 
+def pull(from_image: str, tag: str, **extra: str) -> tuple[str, str, None]:
+    return "POST", "/v1.41/images/create?" + urllib.parse.urlencode({"fromImage": from_image, "tag": tag, **extra}), None
+
+
+P = "127.0.0.1:5000/clusterflow/prepare"  # the registry of the pinned and registry gates
+PINNED = "sha256:" + "3" * 64  # prepare's digest in their digests file (tests/gate/conftest.py)
+OTHER_DIGEST = "sha256:" + "9" * 64
+# Image rules with pins (the gate's fixture), each: name, fixture, request, headers, status, rule
+IMAGE_CASES: list[tuple[str, str, tuple[str, str, bytes | None], list[tuple[str, str]], int, str]] = [
+    ("a tag where pins are set", "pinned_gate", create(changed("Image", "clusterflow/prepare:0.1.0")), [], 403,
+     "only the step images pinned by CLUSTERFLOW_DIGESTS"),
+    ("the registry's tag where pins are set", "pinned_gate", create(changed("Image", f"{P}:0.1.0")), [], 403,
+     "only the step images pinned"),
+    ("another digest of a pinned step", "pinned_gate", create(changed("Image", f"{P}@{OTHER_DIGEST}")), [], 403,
+     "only the step images pinned"),
+    ("another step's pinned digest", "pinned_gate",
+     create(changed("Image", f"127.0.0.1:5000/clusterflow/cluster@{PINNED}")), [], 403, "only the step images pinned"),
+    ("pull of an unpinned digest", "pinned_gate", pull(P, OTHER_DIGEST), [], 403,
+     "only the step images pinned by CLUSTERFLOW_DIGESTS, by their digests"),
+    ("pull by tag", "pinned_gate", pull(P, "0.1.0"), [], 403, "only the step images pinned"),
+    ("pull of the pinned digest from another registry", "pinned_gate",
+     pull("evil.example.org/clusterflow/prepare", PINNED), [], 403, "only the step images pinned"),
+    ("pull of another image", "pinned_gate", pull("alpine", "latest"), [], 403, "only the step images pinned"),
+    ("pull with a platform", "pinned_gate", pull(P, PINNED, platform="linux/arm64"), [], 403,
+     "takes exactly fromImage="),
+    ("import (fromSrc)", "pinned_gate", ("POST", "/images/create?fromSrc=-&repo=" + P, b"tar"), [], 403,
+     "takes exactly fromImage="),
+    ("import from a URL", "pinned_gate", ("POST", "/images/create?" + urllib.parse.urlencode(
+        {"fromSrc": "http://evil/x.tar", "repo": P, "tag": PINNED}), None), [], 403, "takes exactly fromImage="),
+    ("pull with credentials", "pinned_gate", pull(P, PINNED), [("X-Registry-Auth", "eyJ1c2VybmFtZSI6ImEifQ==")],
+     403, "X-Registry-Auth: the gate passes no registry credentials"),
+    ("pull with a body", "pinned_gate", ("POST", "/images/create?fromImage=" + P + "&tag=" + PINNED, b"x"), [], 400,
+     "only POST /containers/create takes a request body"),
+    ("distribution with pins", "pinned_gate", ("GET", f"/v1.41/distribution/{P}:0.1.0/json", None), [], 403,
+     "GET /distribution: only with CLUSTERFLOW_REGISTRY and no digests file"),
+    ("a tag with a registry", "registry_gate", create(changed("Image", f"{P}:0.1.0")), [], 403,
+     "only 127.0.0.1:5000/clusterflow/<step>@sha256:<digest>, never a tag"),
+    ("a local image with a registry", "registry_gate", create(changed("Image", "clusterflow/prepare:0.1.0")), [],
+     403, "never a tag"),
+    ("another registry's digest", "registry_gate",
+     create(changed("Image", f"127.0.0.2:5000/clusterflow/prepare@{PINNED}")), [], 403, "never a tag"),
+    ("pull by tag from the registry", "registry_gate", pull(P, "0.1.0"), [], 403,
+     "only 127.0.0.1:5000/clusterflow/<step>@sha256:<digest>"),
+    ("pull from another registry", "registry_gate", pull("127.0.0.2:5000/clusterflow/prepare", PINNED), [], 403,
+     "only 127.0.0.1:5000/clusterflow/<step>@sha256:<digest>"),
+    ("pull of a non-step image", "registry_gate", pull("127.0.0.1:5000/clusterflow/airflow", PINNED), [], 403,
+     "only 127.0.0.1:5000/clusterflow/<step>@sha256:<digest>"),
+    ("distribution of another registry", "registry_gate",
+     ("GET", "/distribution/127.0.0.2:5000/clusterflow/prepare:0.1.0/json", None), [], 403,
+     "only 127.0.0.1:5000/clusterflow/<step>:0.1.0"),
+    ("distribution of another tag", "registry_gate", ("GET", f"/distribution/{P}:latest/json", None), [], 403,
+     "only 127.0.0.1:5000/clusterflow/<step>:0.1.0"),
+    ("distribution of a non-step image", "registry_gate",
+     ("GET", "/distribution/127.0.0.1:5000/clusterflow/airflow:0.1.0/json", None), [], 403, "only 127.0.0.1:5000"),
+    ("distribution without a registry", "gate", ("GET", f"/distribution/{P}:0.1.0/json", None), [], 403,
+     "only with CLUSTERFLOW_REGISTRY"),
+    ("pull of a digest without pins", "gate", pull(P, PINNED), [], 403, "pulling images is not allowed"),
+]
+
+
+@pytest.mark.parametrize("name, fixture, request_, headers, status, rule", IMAGE_CASES,
+                         ids=[c[0] for c in IMAGE_CASES])
+def test_image_rules_refuse_and_nothing_reaches_the_engine(request: pytest.FixtureRequest, engine: Any,
+                                                           data_root: Path, name: str, fixture: str, request_: tuple,
+                                                           headers: list, status: int, rule: str) -> None:
+    url = request.getfixturevalue(fixture)
+    method, path, body = request_
+    if body is not None:
+        body = body.replace(DATA.encode(), str(data_root).encode())
+    got, answer = raw(url, method, path, body, headers)
+    assert (got, engine.requests) == (status, [])
+    assert answer["message"].startswith("clusterflow launch gate: ") and rule in answer["message"], answer
+
+
 def test_the_table_has_at_least_30_refused_requests() -> None:
     assert len(CASES) + len(OTHER) >= 30
 

@@ -17,8 +17,10 @@ async def serve(settings: config.GateConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):  # as PID 1 SIGTERM is ignored unless handled
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     logging.getLogger("clusterflow.gate").info(
-        "launch gate on %s:%d for the engine at %s (data %s, cache %s, limits %s)", settings.host, settings.port,
-        settings.socket, settings.settings.data_source, settings.settings.cache_source, settings.settings.limits)
+        "launch gate on %s:%d for the engine at %s (data %s, cache %s, limits %s, images %s)", settings.host,
+        settings.port, settings.socket, settings.settings.data_source, settings.settings.cache_source,
+        settings.settings.limits, "pinned by digest" if settings.settings.pins else
+        f"by digest from {settings.settings.registry}" if settings.settings.registry else "local builds")
     async with server:
         await stop.wait()
 

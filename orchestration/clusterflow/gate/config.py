@@ -9,7 +9,7 @@ import stat
 import typing
 from dataclasses import dataclass
 
-from clusterflow import spec
+from clusterflow import pinning, spec
 from clusterflow.gate.policy import Refusal, Settings
 
 DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
@@ -44,9 +44,11 @@ def from_env(env: typing.Mapping[str, str] | None = None) -> GateConfig:
     relative = [d for d in given if not d.startswith("/")]
     if relative:
         raise ValueError(f"{INPUT_DIRS_ENV}: {relative[0]!r} is not absolute: give absolute host directories")
+    pins, registry = pinning.configured(env)  # the digests file is read once, here
     settings = Settings(source, spec.cache_source(source, env), spec.step_limits(env),
                         (env.get(IMAGE_TAG_ENV) or "").strip() or None,
-                        tuple(os.path.realpath(d) for d in given))
+                        tuple(os.path.realpath(d) for d in given),
+                        {step: pins.ref(step) for step in spec.STEPS} if pins else None, registry)
     return GateConfig(settings, host, int(port), env.get(SOCKET_ENV) or DEFAULT_SOCKET)
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import docker.types
 
-from clusterflow import spec
+from clusterflow import pinning, spec
 
 MAX_BODY = 64 << 10
 MAX_ARGS, MAX_ARG = 64, 4096
@@ -80,6 +80,16 @@ class Settings:
     limits: spec.StepLimits
     image_tag: str | None = None
     input_dirs: tuple[str, ...] = ()
+    # From CLUSTERFLOW_DIGESTS (step -> its pinned ref) and/or CLUSTERFLOW_REGISTRY (the file's
+    # when both): then steps run only by digest, and only those digests are pulled.
+    pins: Mapping[str, str] | None = None
+    registry: str | None = None
+
+    def by_digest(self, ref: str) -> str | None:
+        """The step ``ref`` names by digest in this registry (any digest: registry mode), or None."""
+        digest = pinning.pinned_digest(ref) if self.registry and isinstance(ref, str) else None
+        return next((step for step in spec.STEPS
+                     if digest and ref == f"{pinning.repository(self.registry, step)}@{digest}"), None)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class Route:
 
     kind: str
     api: str
-    container: str | None = None
+    container: str | None = None  # a container call: the container; distribution: the image
     action: str | None = None
     query: tuple[tuple[str, str], ...] = ()
 
@@ -145,9 +155,52 @@ def route(method: str, target: str) -> Route:
             raise Refusal(f"image {name!r} is not a clusterflow step image")
         return Route("image", api)
     if method == "POST" and path == "/images/create":
-        # Seam for issue 13: a pull of a pinned step image digest would be admitted here.
-        raise Refusal("POST /images/create: pulling images is not allowed")
+        return Route("pull", api, query=query)  # judged by :func:`pull`, which knows the pins
+    if method == "GET" and path.startswith("/distribution/") and path.endswith("/json"):
+        return Route("distribution", api, urllib.parse.unquote(path[len("/distribution/"):-len("/json")]))
     raise Refusal(f"{method} {path} is not a step container call")
+
+
+def pull(found: Route, settings: Settings) -> str:
+    """The engine's target for an admitted pull: a step image of the configured registry by its
+    digest (with a digests file: exactly a pinned one), in the two query keys docker-py sends."""
+    if not settings.registry:
+        raise Refusal("POST /images/create: pulling images is not allowed (the gate has neither "
+                      f"{pinning.DIGESTS_ENV} nor {pinning.REGISTRY_ENV})")
+    params = dict(found.query)
+    if set(params) != {"fromImage", "tag"}:
+        raise Refusal("POST /images/create takes exactly fromImage=<registry>/clusterflow/<step> and "
+                      "tag=sha256:<digest>")
+    ref = f"{params['fromImage']}@{params['tag']}"
+    if settings.pins and ref not in settings.pins.values():
+        raise Refusal(f"pull of {ref!r}: only the step images pinned by {pinning.DIGESTS_ENV}, by their digests")
+    if settings.by_digest(ref) is None:
+        raise Refusal(f"pull of {ref!r}: only {settings.registry}/clusterflow/<step>@sha256:<digest>")
+    return f"/v{found.api}/images/create?{urllib.parse.urlencode({'fromImage': params['fromImage'], 'tag': params['tag']})}"
+
+
+def distribution(found: Route, settings: Settings) -> str:
+    """The engine's target for ``GET /distribution/<ref>/json`` (a registry's tag -> its digest,
+    what the DAG's plan asks once per run): only with a registry and no digests file, only a
+    step image of that registry by its tag (the gate's tag when it has one)."""
+    name = found.container or ""
+    if not settings.registry or settings.pins:
+        raise Refusal("GET /distribution: only with CLUSTERFLOW_REGISTRY and no digests file (the pins are the digests)")
+    repo, _, tag = name.rpartition(":")
+    if not any(repo == pinning.repository(settings.registry, step) for step in spec.STEPS) \
+            or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag) \
+            or settings.image_tag and tag != settings.image_tag:
+        raise Refusal(f"GET /distribution of {name!r}: only {settings.registry}/clusterflow/<step>:"
+                      f"{settings.image_tag or '<tag>'}")
+    return f"/v{found.api}/distribution/{urllib.parse.quote(name, safe='/:')}/json"
+
+
+def credentials(header_names: Iterable[bytes]) -> None:
+    """Registry credentials never pass: the gate forwards none, so a client that sends them would
+    get an anonymous pull it did not ask for. The registry of the pins needs none (loopback)."""
+    if b"x-registry-auth" in {name.lower() for name in header_names}:
+        raise Refusal("X-Registry-Auth: the gate passes no registry credentials: pull from a registry "
+                      "that needs none, or pull on the engine's host")
 
 
 def _query(text: str) -> tuple[tuple[str, str], ...]:
@@ -223,6 +276,15 @@ def _is_default(value: Any) -> bool:
 
 
 def image(value: Any, settings: Settings) -> str:
+    if settings.pins:
+        if value not in settings.pins.values():
+            raise Refusal(f"Image {value!r}: only the step images pinned by {pinning.DIGESTS_ENV}, by digest")
+        return value
+    if settings.registry:
+        if not isinstance(value, str) or settings.by_digest(value) is None:
+            raise Refusal(f"Image {value!r}: only {settings.registry}/clusterflow/<step>@sha256:<digest>, "
+                          "never a tag")
+        return value
     found = _IMAGE.fullmatch(value) if isinstance(value, str) else None
     if not found:
         raise Refusal(f"Image {value!r} is not a clusterflow step image ({spec.IMAGE_REPOSITORY}/<step>)")

@@ -89,6 +89,11 @@ class Gate:
         method, target = request.method.decode(), request.target.decode("ascii", "replace")
         try:
             found = policy.route(method, target)
+            policy.credentials(name for name, _ in request.headers)
+            if found.kind == "pull":  # the response is the engine's progress stream, passed on as it comes
+                target = policy.pull(found, self.config.settings)
+            elif found.kind == "distribution":
+                target = policy.distribution(found, self.config.settings)
             body = await self._body(conn, reader, request, found.kind == "create")
             if found.kind == "create":
                 body = policy.create_body(body, found.api, self.config.settings, gate_config.resolve_input)
