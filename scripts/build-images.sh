@@ -11,7 +11,10 @@
 #
 # Options: --step NAME (repeatable), --no-cache, -v/--verbose (stream build output), -h/--help.
 # Env: CLUSTERFLOW_BUILDKIT (1|0, default 1), PYTHON_BASE (see scripts/build-python-base.sh),
-#      CLUSTERFLOW_SOURCE (OCI source label; default: git remote origin), CLUSTERFLOW_REVISION.
+#      CLUSTERFLOW_SOURCE (OCI source label; default: [project.urls] Source in pyproject.toml, not
+#      the clone's remote, so two clones build the same labels), CLUSTERFLOW_REVISION,
+#      SOURCE_DATE_EPOCH (default: the commit time of HEAD; a build arg, so the files match a
+#      scripts/build-reproducible.sh build's: only their times and the created time differ).
 #
 # Quiet by default: each build logs to build/logs/<image>.log; a failing build prints the tail of
 # its log and the script exits non-zero. The build context is the repo root, trimmed to
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
     --step=*) steps+=("${1#--step=}"); shift ;;
     --no-cache) no_cache=(--no-cache); shift ;;
     -v|--verbose) verbose=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) log "unknown argument: $1 (see --help)"; exit 2 ;;
   esac
 done
@@ -67,10 +70,10 @@ esac
 
 VERSION=$(tr -d '[:space:]' < "$repo/VERSION")
 REVISION=${CLUSTERFLOW_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)}
-SOURCE=${CLUSTERFLOW_SOURCE:-$(git -C "$repo" config --get remote.origin.url 2>/dev/null || true)}
-SOURCE=${SOURCE:-https://github.com/clusterflow/clusterflow}
-case "$SOURCE" in git@*:*) SOURCE="https://${SOURCE#git@}"; SOURCE="${SOURCE/://}" ;; esac
-SOURCE=${SOURCE%.git}
+SOURCE=${CLUSTERFLOW_SOURCE:-$(awk -F'"' '/^\[/ { table = $0 }
+  table == "[project.urls]" && /^Source *=/ { print $2 }' "$repo/pyproject.toml")}
+[ -n "$SOURCE" ] || { log "pyproject.toml has no [project.urls] Source: add the project's URL there"; exit 2; }
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct HEAD 2>/dev/null || echo 0)}
 
 logdir=$repo/build/logs
 mkdir -p "$logdir"
@@ -87,7 +90,8 @@ build() {
   # images/cluster/Dockerfile (same size, same checkout time) would silently build the same image.
   local cmd=("$DOCKER" build "${progress[@]}" "${no_cache[@]}" -f -
              -t "$image:$VERSION" -t "$image:latest"
-             --build-arg "VERSION=$VERSION" --build-arg "SOURCE=$SOURCE" "$@" .)
+             --build-arg "VERSION=$VERSION" --build-arg "SOURCE=$SOURCE"
+             --build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH" "$@" .)
   printf '+ %s < %s\n' "${cmd[*]}" "$dockerfile" >"$logfile"
   if [ "$verbose" = 1 ]; then
     "${cmd[@]}" <"$dockerfile" 2>&1 | tee -a "$logfile" >&2 || rc=${PIPESTATUS[0]}

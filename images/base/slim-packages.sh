@@ -14,22 +14,26 @@
 # /opt/venv/..., not the staging path. The wheels' vendored libraries (*.libs/, patched by
 # auditwheel) are left alone: strip breaks their layout ("ELF load command address/offset not
 # page-aligned"). Build stages only (needs binutils' strip). Measured: see benchmarks/RESULTS.md.
+# Reproducible: hash-based .pyc headers (no source mtimes) and PYTHONHASHSEED=0 (the order of
+# marshalled sets), so two builds write the same bytes.
 #   images/base/slim-packages.sh DIR [ROOT]       e.g. slim-packages /opt/venv
 set -eu
 dir=$1
 root=${2:-/}
 python=${PYTHON:-python3}
+export PYTHONHASHSEED=0
 find "$dir" -type d -name tests -path '*/site-packages/*/tests' -prune -exec rm -rf {} +
 find "$dir" -type f \( -name '*.c' -o -name '*.cpp' -o -name '*.h' -o -name '*.hpp' -o -name '*.pyx' \
      -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' \) -path '*/site-packages/*' -delete
 find "$dir" -type f -name '*.cpython-*.so' -path '*/site-packages/*' -exec strip --strip-unneeded {} +
 # Sourceless bytecode, site-packages only.
+compile() { "$python" -m compileall -q -b -j 0 --invalidation-mode checked-hash "$@" >/dev/null; }
 find "$dir" -type d -name site-packages | while read -r site; do
   find "$site" -type d -name __pycache__ -prune -exec rm -rf {} +
   if [ "$root" = / ]; then
-    "$python" -m compileall -q -b -j 0 "$site" >/dev/null || true  # a failure keeps its .py (below)
+    compile "$site" || true  # a failure keeps its .py (below)
   else
-    "$python" -m compileall -q -b -j 0 -s "$root" -p / "$site" >/dev/null || true
+    compile -s "$root" -p / "$site" || true
   fi
   # Delete a source only where its bytecode now exists.
   find "$site" -type f -name '*.py' -exec sh -c 'for f; do [ -f "${f}c" ] && rm -f "$f"; done; true' sh {} +
