@@ -36,7 +36,7 @@ from clusterflow_steps.naming import VARIANT
 _NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # one component of an input or output name
 _LOCAL_IMAGE = re.compile(r"clusterflow/(?P<step>[a-z]+):[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _PINNED_IMAGE = re.compile(r"(?P<registry>[^/@]+)/clusterflow/(?P<step>[a-z]+)@(?P<digest>sha256:[0-9a-f]{64})")
-_OPTIONS_REFUSED = ("--commit-cache", "--data-root", "--cache", "--no-cache")
+_OPTIONS_REFUSED = ("--commit-cache", "--data-root")  # a commit, and a data root other than the mount
 
 
 class Refused(click.ClickException):
@@ -110,6 +110,7 @@ def plan(manifest: Any, run_id: str, step: str, variant: str | None) -> Plan:
         raise Refused(f"the manifest's arguments {args!r} are not the step's own for run {run_id}: refusing them")
     image, pinned = _image(manifest.get("image"), step)
     status = manifest.get("exit_status")
+    # the last of --cache/--no-cache wins
     return Plan(step, variant, image, pinned, (*args, "--no-cache"), _files(manifest.get("inputs"), "inputs"),
                 _files(manifest.get("outputs"), "outputs"), status if isinstance(status, int) else 0)
 
@@ -210,9 +211,8 @@ def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: P
             if registry not in _registries():
                 raise Refused(f"{found.image} is not on this engine; pulling it from {registry} needs "
                               f"{pinning.REGISTRY_ENV}={registry} (reproduce pulls only from the registry you set)")
-    try:  # the runner's own resolution (a pinned image absent here is pulled by its digest)
-        images = pinning.Images(pinning.DIGESTS if found.pinned else pinning.LOCAL, {step: found.image})
-        runner._digests.update(runner.ensure_images(images))  # TODO(lead): a public LocalRunner hook for this
+    try:  # the runner's own resolution: a pinned image absent here is pulled by its digest
+        runner.ensure_image(found.image)
     except PipelineImageMissing as exc:
         raise Refused(f"{exc} (the image the run used: build or pull it by that digest)") from None
     task = spec.Task(step, found.image, found.args, variant)
