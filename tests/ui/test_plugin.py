@@ -6,8 +6,10 @@ sorting), a symlink out of the data root, and one real run of the DAG triggered 
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from clusterflow import spec
 from clusterflow.ui.pages import SECURITY_HEADERS
+from clusterflow_steps.launch import manifest_line
 from tests.airflow.conftest import DAG_ID, Airflow, airflow_venv, standalone_airflow  # noqa: F401
 from tests.containers.conftest import docker_cli  # noqa: F401  (shared fixture: the step images)
 from tests.steps.report_fixtures import blobs, make_run
@@ -73,7 +76,7 @@ def raw_get(airflow: Airflow, path: str, **headers: str) -> tuple[int, dict[str,
 def report_paths(run: dict[str, Any]) -> list[str]:
     run_id = spec.safe_run_id(run["dag_run_id"])
     return ["/clusterflow/runs", f"/clusterflow/runs/{run_id}/report/report.html",
-            f"/clusterflow/runs/{run_id}/evaluate/metrics.json",
+            f"/clusterflow/runs/{run_id}/evaluate/metrics.json", f"/clusterflow/runs/{run_id}/steps",
             f"/clusterflow/dags/{DAG_ID}/runs/{quote(run['dag_run_id'], safe='')}/report"]
 
 
@@ -104,6 +107,21 @@ def test_logged_in_it_serves_the_runs_files_as_they_are_on_disk(standalone, fini
     assert status == 200 and body == (run_dir / "report/report.html").read_bytes()
     assert headers["content-type"].startswith("text/html")
     assert headers["content-security-policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+
+
+def test_the_steps_page_shows_the_docker_run_line_of_every_step_of_the_run(standalone, finished):
+    run_id = spec.safe_run_id(finished["dag_run_id"])
+    status, headers, body = raw_get(standalone, f"/clusterflow/runs/{run_id}/steps")
+    assert status == 200 and headers["content-security-policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+    shown = dict(re.findall(r'<section data-step="([^"]+)"><h2>[^<]*</h2><pre class="rerun">(.*?)</pre>',
+                            body.decode()))
+    run_dir = standalone.data / "runs" / run_id
+    expected = {str(p.parent.relative_to(run_dir)): p for p in run_dir.rglob("manifest.json")}
+    assert set(shown) == set(expected) >= {"prepare", "cluster/random", "evaluate", "report"}
+    for key, path in expected.items():  # the report's own rendering of what each step recorded
+        assert html.unescape(shown[key]) == manifest_line(json.loads(path.read_text())), key
+    status, _, body = raw_get(standalone, "/clusterflow/runs/escape/steps")  # a symlinked run directory
+    assert status == 404 and SECRET.encode() not in body
 
 
 def test_the_report_tab_of_a_run_without_a_report_says_so(standalone):
