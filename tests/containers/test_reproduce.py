@@ -63,8 +63,14 @@ def test_an_output_that_is_not_what_the_manifest_claims_is_named(digits_run, tmp
     manifest = json.loads(path.read_text())
     manifest["outputs"]["labels.npy"]["sha256"] = "0" * 64
     path.write_text(json.dumps(manifest))
-    result = reproduce_cli(copy, "--step", "cluster", "--variant", "random")
+    result = reproduce_cli(copy, "--step", "cluster", "--variant", "random", "--keep")
     assert (result.returncode, result.stdout) == (1, "differs: labels.npy\n"), result.stderr[-3000:]
+    kept = Path(result.stderr.strip().splitlines()[-1].removeprefix("scratch data root kept: "))
+    try:  # --keep: the re-run's outputs stay for a look
+        rerun = kept / "runs" / RUN / "cluster/random/labels.npy"
+        assert rerun.read_bytes() == (copy / "runs" / RUN / "cluster/random/labels.npy").read_bytes()
+    finally:
+        shutil.rmtree(kept)
 
 
 def test_a_changed_input_is_refused_before_anything_runs(digits_run, tmp_path):
