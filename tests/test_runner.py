@@ -87,7 +87,7 @@ class FakeContainer:
 VARIANTS = ["cluster[k-means++]", "cluster[random]", "cluster[pca]"]
 
 
-LOCAL = pinning.Images(pinning.LOCAL, spec.local_images("test"))
+LOCAL = pinning.local("test")
 
 
 def run(engine: FakeEngine, tmp_path: Path, jobs: int | None = None, images: pinning.Images = LOCAL) -> list[str]:

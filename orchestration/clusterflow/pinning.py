@@ -146,6 +146,11 @@ class Images:
         return {"mode": self.mode, "refs": dict(self.refs)}
 
 
+def local(tag: str) -> Images:
+    """The local builds ``clusterflow/<step>:<tag>`` (no registry): what a run gets without pins."""
+    return Images(LOCAL, spec.local_images(tag))
+
+
 def pinned_digest(ref: str) -> str | None:
     """The manifest digest ``sha256:...`` a reference pins, or ``None`` for a tag."""
     _, at, digest = ref.rpartition("@")
@@ -188,7 +193,7 @@ def resolve(environ: Mapping[str, str], tag: str,
     if found:
         return Images(DIGESTS, {step: found.ref(step) for step in spec.STEPS})
     if not registry:
-        return Images(LOCAL, spec.local_images(tag))
+        return local(tag)
     if registry_digest is None:
         raise ValueError(f"{REGISTRY_ENV}={registry}: resolving its tags needs a Docker engine")
     refs = {}
