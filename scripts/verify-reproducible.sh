@@ -9,7 +9,7 @@
 #   scripts/verify-reproducible.sh [--against STORE] [--keep]
 #
 # Prints one line per image on stdout: `<name> <id> <id> identical|DIFFERENT`; exits 1 on any
-# difference. The scratch stores (~2 GB each) live in a temporary directory under ${TMPDIR:-/tmp}
+# difference. The scratch stores (~1.7 GB each) live in a temporary directory under ${TMPDIR:-/tmp}
 # that is removed on exit, also when interrupted; --keep leaves it there (for diffing two images:
 # skopeo copy containers-storage:[vfs@STORE/root+STORE/run]IMAGE oci:DIR) and says where.
 # Build logs: build/logs/verify-{a,b}/. Env: as scripts/build-reproducible.sh (PYTHON_BASE,
@@ -49,8 +49,12 @@ cleanup() {
   local pid
   for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # Their buildah too, before the rm (a bounded wait: an orphan's zombie may never be reaped).
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.2; done
+  done
   if [ "$keep" = 1 ]; then
-    log "kept the stores in $scratch (remove it when done: ~2 GB each)"
+    log "kept the stores in $scratch (remove it when done: ~1.7 GB each)"
   else
     rm -rf "$scratch"
   fi
@@ -59,6 +63,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 git clone -q --no-hardlinks "$repo" "$scratch/src"
+# buildah's own temporary files (e.g. its copy of a docker-daemon: base) go in the scratch too.
+mkdir "$scratch/tmp"
+export TMPDIR=$scratch/tmp
 log "commit $(git -C "$scratch/src" rev-parse HEAD), scratch $scratch"
 # Each build in its own process group (set -m), so that cleanup stops its buildah too.
 set -m
