@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -43,6 +44,15 @@ def remove_pinned(client: docker.DockerClient, refs: list[str]) -> None:
             pass
 
 
+@pytest.fixture
+def pulled(client: docker.DockerClient, published) -> Iterator[dict[str, str]]:
+    """Step -> pinned ref, none of them on the engine before the test, and none left after it."""
+    refs = {step: published.pins.ref(step) for step in spec.STEPS}
+    remove_pinned(client, list(refs.values()))
+    yield refs
+    remove_pinned(client, list(refs.values()))
+
+
 def clusterflow_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("CLUSTERFLOW_DIGESTS", "CLUSTERFLOW_REGISTRY")}
     return subprocess.run([str(Path(sys.executable).with_name("clusterflow")), "run", "--data-dir", str(data_dir),
@@ -50,10 +60,8 @@ def clusterflow_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[s
 
 
 def test_a_pinned_run_pulls_by_digest_records_the_digests_and_a_second_run_hits_the_cache(
-        client: docker.DockerClient, published, tmp_path: Path) -> None:
-    pins = published.pins
-    refs = {step: pins.ref(step) for step in spec.STEPS}
-    remove_pinned(client, list(refs.values()))
+        client: docker.DockerClient, published, pulled: dict[str, str], tmp_path: Path) -> None:
+    pins, refs = published.pins, pulled
     data_dir = tmp_path / "data"
     first = clusterflow_run(data_dir, "--run-id", "pinned-1", "--digests", str(published.digests_file))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -78,10 +86,9 @@ def test_a_pinned_run_pulls_by_digest_records_the_digests_and_a_second_run_hits_
 
 
 def test_dockeroperator_pulls_a_pinned_image_through_the_gate(client: docker.DockerClient, published,
-                                                              tmp_path: Path,
+                                                              pulled: dict[str, str], tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    ref = published.pins.ref("prepare")
-    remove_pinned(client, [ref])
+    ref = pulled["prepare"]
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     dataroot.prepare_run_dir(data_dir, "r1")  # the probe's run
