@@ -11,7 +11,7 @@ from typing import Any
 import docker
 
 from benchmarks.measure import PEAK_RSS_WRAPPER, _peak_rss
-from clusterflow import spec
+from clusterflow import pinning, spec
 from clusterflow.runner import LocalRunner
 from clusterflow.version import VERSION
 
@@ -57,7 +57,7 @@ def run_pipeline(client: docker.DockerClient, data_dir: Path, run_id: str, param
     # One task at a time (jobs=1): a task's wall runs from its start to the next task's start.
     runner = LocalRunner(_PeakRssClient(client) if peak_rss else client, data_dir, log=log, jobs=1)
     started = time.perf_counter()
-    runner.run(run_id, params, VERSION)
+    runner.run(run_id, params, pinning.local(VERSION))
     ended = time.perf_counter()
     ends = [t for t, _ in marks[1:]] + [ended]
     run_dir = data_dir.resolve() / "runs" / run_id

@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 
 from benchmarks.measure import REPO, Stat, Table, ratio, timed
-from clusterflow import runner, spec
+from clusterflow import pinning, runner, spec
 from clusterflow.gate import config
 from clusterflow.version import VERSION
 from tests.gate.conftest import free_port
@@ -52,7 +52,7 @@ def gate_process(data_dir: Path) -> Iterator[docker.DockerClient]:
 
 
 def create_remove(client: docker.DockerClient, data_dir: Path) -> None:
-    task = spec.stages("bench", spec.PipelineParams(), VERSION)[0][0]
+    task = spec.stages("bench", spec.PipelineParams(), spec.local_images(VERSION))[0][0]
     container = client.containers.create(
         IMAGE, list(task.command), user=spec.STEP_USER, environment=spec.step_environment(IMAGE, None),
         labels=spec.labels("bench", "bench", task),
@@ -65,7 +65,7 @@ def create_remove(client: docker.DockerClient, data_dir: Path) -> None:
 def pipeline(client: docker.DockerClient, root: Path, n: int) -> None:
     """One whole run on the gate's data root (a run id of its own each time)."""
     runner.LocalRunner(client, root, log=lambda line: None).run(f"bench-{n}", spec.PipelineParams(cache=False),
-                                                                VERSION)
+                                                                pinning.local(VERSION))
 
 
 def alternate(direct: Callable[[], float], gated: Callable[[], float], times: int) -> tuple[Stat, Stat]:

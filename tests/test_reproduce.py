@@ -13,7 +13,7 @@ import docker.errors
 import pytest
 from click.testing import CliRunner
 
-from clusterflow import reproduce
+from clusterflow import cli, reproduce
 from clusterflow_steps import launch
 from clusterflow_steps.cluster.cli import main as cluster
 from clusterflow_steps.prepare.cli import main as prepare
@@ -41,7 +41,7 @@ def manifest(data_dir: Path) -> dict[str, Any]:
 
 
 def invoke(data_dir: Path, *args: str) -> Any:
-    return CliRunner().invoke(reproduce.reproduce_command, ["--data-dir", str(data_dir), "--run-id", RUN, *args])
+    return CliRunner().invoke(cli.main, ["reproduce", "--data-dir", str(data_dir), "--run-id", RUN, *args])
 
 
 # --- the docker run line -------------------------------------------------------------------------

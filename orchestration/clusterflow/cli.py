@@ -15,6 +15,7 @@ import docker
 import docker.errors
 
 from clusterflow import dataroot, pinning, spec
+from clusterflow.reproduce import reproduce_command
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
 
@@ -96,3 +97,6 @@ def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs:
         click.echo(f"clusterflow: {exc}", err=True)
         sys.exit(exc.exit_code)
     click.echo(f"report: {report}")
+
+
+main.add_command(reproduce_command, "reproduce")

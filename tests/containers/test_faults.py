@@ -56,7 +56,7 @@ def complete(folder: Path) -> dict:
 
 
 def prepare_task(run_id: str, **params) -> spec.Task:
-    return spec.stages(run_id, spec.PipelineParams(**params), VERSION)[0][0]
+    return spec.stages(run_id, spec.PipelineParams(**params), spec.local_images(VERSION))[0][0]
 
 
 def docker_cmd(docker_cli: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -302,7 +302,7 @@ def test_five_concurrent_runs_are_isolated_and_equal_sequential_ones(engine, tmp
                   **{k.strip("-").replace("-", "_"): v for k, v in zip(args[::2], args[1::2])}}
         params["inits"] = (params.pop("init"),)
         params = {k: v if k in ("dataset", "inits") else int(v) for k, v in params.items()}
-        for stage in spec.stages(run_id, spec.PipelineParams(**params), VERSION)[:3]:
+        for stage in spec.stages(run_id, spec.PipelineParams(**params), spec.local_images(VERSION))[:3]:
             for task in stage:
                 assert runner.run_task(task, run_id, mounts) == 0, task.name
         assert scores(together, run_id) == scores(alone, run_id), run_id

@@ -31,8 +31,7 @@ def clusterflow(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def reproduce_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clusterflow.reproduce", "--data-dir", str(data_dir), "--run-id", RUN,
-                           *args], capture_output=True, text=True, timeout=600)
+    return clusterflow("reproduce", "--data-dir", str(data_dir), "--run-id", RUN, *args)
 
 
 @pytest.fixture(scope="module")
