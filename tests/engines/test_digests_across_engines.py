@@ -51,7 +51,7 @@ def on_engine(host: str, digests: Path, *argv: str) -> tuple[subprocess.Complete
 
 def timed(what: str, result: subprocess.CompletedProcess[str], seconds: float) -> None:
     """Say (pytest -s) how long a run took and each pull it made: the numbers of issue 13."""
-    pulls = [line for line in result.stdout.splitlines() if " pulled " in line or line.startswith("pulled ")]
+    pulls = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("pulled ")]
     print(f"\n{what}: {seconds:.1f} s", *pulls, sep="\n  ", file=sys.stderr)
 
 
