@@ -38,7 +38,7 @@ PURE_DIRS = ("prepare", *(f"cluster/{v}" for v in VARIANTS))
 
 
 CLUSTERFLOW = (str(Path(sys.executable).with_name("clusterflow")),)
-REPRODUCE = (sys.executable, "-m", "clusterflow.reproduce")
+REPRODUCE = (*CLUSTERFLOW, "reproduce")
 
 
 def on_engine(host: str, digests: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], float]:
