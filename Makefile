@@ -86,7 +86,7 @@ stack-up-celery: venv images
 	$(COMPOSE) --profile celery ps
 
 stack-down: venv
-	$(COMPOSE) --profile celery down
+	$(COMPOSE) --profile celery --profile registry down
 
 stack-test: venv
 	$(BIN)/python -m pytest tests/stack $(PYTEST_ARGS)
