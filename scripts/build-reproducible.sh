@@ -10,7 +10,8 @@
 #
 #   scripts/build-reproducible.sh [--store DIR] [--no-cache] [--log-dir DIR]
 #
-# Prints one line per image on stdout: `<name> <image id>`; logs go to
+# DIR is emptied first (see below): it holds these images only. Prints one line per image on
+# stdout: `<name> <image id>`; logs go to
 # build/logs/buildah-<name>.log (or DIR/buildah-<name>.log). Installs buildah if it is missing
 # (scripts/ensure-tools.sh).
 # Env: PYTHON_BASE (default: scripts/build-python-base.sh's image, read from the Docker engine at
@@ -60,6 +61,10 @@ build() {
 }
 
 log "store $store, python base $PYTHON_BASE, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH"
+# Start from an empty store: buildah writes the name of a stage's base into the image's history
+# ("FROM localhost/clusterflow/core:0.1.0" where an earlier build left that tag, "FROM <id>" where
+# not), so what a store already holds would change the IDs. The store is these images' alone.
+"${buildah[@]}" rmi --all --force >/dev/null
 # base before core: at its end a build removes its intermediate images, and base's core stage is
 # the very image core is (same ID), so building core first would lose its tag to that cleanup.
 build base images/base/Dockerfile --build-arg "PYTHON_BASE=$PYTHON_BASE"
