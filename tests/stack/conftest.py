@@ -54,16 +54,17 @@ SECRET_NAMES = set().union(*SECRETS_BY_SERVICE.values())
 
 # Run inside a task-running container (scheduler, Celery worker) with its docker SDK, which talks to
 # DOCKER_HOST=tcp://launch-gate:2375: the create the DAG itself would send (the control: admitted,
-# then removed through the gate), the same with one escape added, and a container listing.
+# then removed through the gate; the pinned prepare image when the stack is pinned, which must then
+# be on the engine), the same with one escape added, and a container listing.
 GATE_PROBE = """
 import json, os
 import docker
 from docker.types import Mount
-from clusterflow import spec
+from clusterflow import pinning, spec
 from clusterflow.version import VERSION
 
 client = docker.from_env(timeout=60)
-image = spec.image_ref("prepare", os.environ.get("CLUSTERFLOW_IMAGE_TAG") or VERSION)
+image = pinning.resolve(os.environ, os.environ.get("CLUSTERFLOW_IMAGE_TAG") or VERSION).refs["prepare"]
 task = spec.Task("prepare", image, ("--help",))
 step = dict(image=image, command=list(task.command), user=spec.STEP_USER,
             environment=spec.step_environment(image, None), labels=spec.labels("gate-probe", "gate-probe", task),

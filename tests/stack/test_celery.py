@@ -10,6 +10,7 @@ refuses to start."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -55,8 +56,17 @@ def pinned_refs(stack: Stack, published: Published) -> Iterator[dict[str, str]]:
 def test_every_task_of_a_run_runs_on_a_celery_worker_and_pulls_its_pinned_image(stack: Stack, pinned_refs):
     assert present(stack, pinned_refs) == set()
     stack.login()
-    run_id = stack.trigger({"inits": ["random", "k-means++"]})
-    finished = stack.finish(run_id)
+    # The engine's own record of the pulls, streamed while the run goes (its buffer of past events
+    # holds only the last 256, fewer than a Celery run makes); the actor is the reference pulled.
+    pulls = subprocess.Popen(["docker", "events", "--since", str(int(time.time())), "--filter", "type=image",
+                              "--filter", "event=pull", "--format", "{{.Actor.ID}}"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = stack.trigger({"inits": ["random", "k-means++"]})
+        finished = stack.finish(run_id)
+    finally:
+        pulls.terminate()
+        pulled = set(pulls.communicate(timeout=30)[0].split())
     instances = stack.task_instances(run_id)
     assert finished["state"] == "success", {(ti["task_id"], ti["map_index"]): ti["state"] for ti in instances}
     assert present(stack, pinned_refs) == set(spec.STEPS)
@@ -66,9 +76,11 @@ def test_every_task_of_a_run_runs_on_a_celery_worker_and_pulls_its_pinned_image(
     ran = [ti for ti in instances if ti["state"] != "skipped"]
     assert len(ran) == 6 and {ti["hostname"] for ti in ran} <= workers, (workers, instances)
     assert step_containers(stack, run_id) == []
+    # During the run the engine pulled every pinned reference, by digest, and nothing else.
+    assert pulled == set(pinned_refs.values()), pulled
     # The API server reads a task's log from the shared logs volume (for a running task, also from
-    # the log server of the worker that runs it, port 8793). Each step ran its pinned reference; the
-    # first task to need it pulled it by digest (DockerOperator logs the pull, the engine the digest).
+    # the log server of the worker that runs it, port 8793). Each step ran its pinned reference; a
+    # task that pulled logged the pull of exactly that reference and the engine's digest for it.
     logs = {(ti["task_id"], ti["map_index"]): stack.api(
         "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/1",
         params={"map_index": ti["map_index"]}, headers={"Accept": "application/json"}).text
@@ -76,12 +88,16 @@ def test_every_task_of_a_run_runs_on_a_celery_worker_and_pulls_its_pinned_image(
     for step, ref in pinned_refs.items():
         texts = [text for (task, _), text in logs.items() if task == step]
         assert texts and all(f": {ref} " in text for text in texts), (step, ref, [t[-1500:] for t in texts])
-        pulls = [text for text in texts if f"Pulling docker image {ref}" in text]
-        assert pulls and all(f"Digest: {ref.split('@')[1]}" in text for text in pulls), \
-            (step, [event for text in texts for event in text.split('"event":') if "ull" in event or "::" in event])
+        pulls = [text for text in texts if "Pulling docker image" in text]
+        assert all(f"Pulling docker image {ref}" in text and f"Digest: {ref.split('@')[1]}" in text
+                   for text in pulls), (step, [event for text in texts for event in text.split('"event":')
+                                               if "ull" in event or "::" in event])
+    assert any("Pulling docker image" in text for text in logs.values()), "no task logged a pull"
 
 
-def test_the_gate_refuses_escapes_from_a_celery_worker(stack: Stack):
+def test_the_gate_refuses_escapes_from_a_celery_worker(stack: Stack, pinned_refs):
+    # the probe creates a container of the pinned prepare image: on the engine for this test only
+    assert stack.docker("pull", pinned_refs["prepare"], timeout=300).returncode == 0
     assert_the_gate_admits_only_the_step_container(stack.gate_probes("airflow-worker"))
 
 
@@ -108,7 +124,8 @@ def test_the_registry_profile_takes_a_push_and_serves_a_pull_by_digest(stack: St
         assert pushed.returncode == 0, pushed.stderr
         pinned = f"{probe}@{pushed.stdout.split('digest: ')[1].split()[0]}"
         made.append(pinned)
-        assert stack.docker("rmi", *made).returncode == 0 and stack.docker("image", "inspect", pinned).returncode
+        # untagging the only tag of the repository drops its digest reference too
+        assert stack.docker("rmi", made[0]).returncode == 0 and stack.docker("image", "inspect", pinned).returncode
         pulled = stack.docker("pull", pinned, timeout=300)
         assert pulled.returncode == 0 and f"Digest: {pinned.split('@')[1]}" in pulled.stdout, pulled
         assert stack.docker("image", "inspect", "-f", "{{.Id}}", pinned).stdout.strip() == image
