@@ -13,8 +13,9 @@
 # Env: CLUSTERFLOW_BUILDKIT (1|0, default 1), PYTHON_BASE (see scripts/build-python-base.sh),
 #      CLUSTERFLOW_SOURCE (OCI source label; default: [project.urls] Source in pyproject.toml, not
 #      the clone's remote, so two clones build the same labels), CLUSTERFLOW_REVISION,
-#      SOURCE_DATE_EPOCH (default: the commit time of HEAD; a build arg, so the files match a
-#      scripts/build-reproducible.sh build's: only their times and the created time differ).
+#      SOURCE_DATE_EPOCH (unset by default: passed as a build arg only when set, because the core
+#      image's useradd layer depends on it, and the commit time would rebuild every image after
+#      each commit; scripts/build-reproducible.sh always sets it).
 #
 # Quiet by default: each build logs to build/logs/<image>.log; a failing build prints the tail of
 # its log and the script exits non-zero. The build context is the repo root, trimmed to
@@ -73,7 +74,7 @@ REVISION=${CLUSTERFLOW_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || 
 SOURCE=${CLUSTERFLOW_SOURCE:-$(awk -F'"' '/^\[/ { table = $0 }
   table == "[project.urls]" && /^Source *=/ { print $2 }' "$repo/pyproject.toml")}
 [ -n "$SOURCE" ] || { log "pyproject.toml has no [project.urls] Source: add the project's URL there"; exit 2; }
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct HEAD 2>/dev/null || echo 0)}
+epoch=(); [ -z "${SOURCE_DATE_EPOCH:-}" ] || epoch=(--build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH")
 
 logdir=$repo/build/logs
 mkdir -p "$logdir"
@@ -91,7 +92,7 @@ build() {
   local cmd=("$DOCKER" build "${progress[@]}" "${no_cache[@]}" -f -
              -t "$image:$VERSION" -t "$image:latest"
              --build-arg "VERSION=$VERSION" --build-arg "SOURCE=$SOURCE"
-             --build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH" "$@" .)
+             "${epoch[@]}" "$@" .)
   printf '+ %s < %s\n' "${cmd[*]}" "$dockerfile" >"$logfile"
   if [ "$verbose" = 1 ]; then
     "${cmd[@]}" <"$dockerfile" 2>&1 | tee -a "$logfile" >&2 || rc=${PIPESTATUS[0]}
