@@ -68,13 +68,13 @@ trap 'rm -rf "$contexts"' EXIT
 clean() { find "$1" \( -name __pycache__ -o -name '*.pyc' -o -name tests \) -prune -exec rm -rf {} +; chmod -R u=rwX,go=rX "$1"; }
 
 # The launch gate: its modules only (the clusterflow package's spec and pinning; spec needs
-# clusterflow_steps' naming and launch policy), so an edit elsewhere in the package keeps its layers.
+# clusterflow_steps' contract and launch policy), so an edit elsewhere in the package keeps its layers.
 gate=$contexts/launch-gate
 mkdir -p "$gate/app/clusterflow" "$gate/app/clusterflow_steps" "$gate/images"
 cp orchestration/clusterflow/__init__.py orchestration/clusterflow/spec.py orchestration/clusterflow/pinning.py \
    "$gate/app/clusterflow/"
 cp -r orchestration/clusterflow/gate "$gate/app/clusterflow/"
-cp steps/clusterflow_steps/__init__.py steps/clusterflow_steps/naming.py steps/clusterflow_steps/launch.py \
+cp steps/clusterflow_steps/__init__.py steps/clusterflow_steps/contract.py steps/clusterflow_steps/launch.py \
    "$gate/app/clusterflow_steps/"
 cp -r images/launch-gate "$gate/images/"
 clean "$gate"

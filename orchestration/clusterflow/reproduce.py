@@ -30,8 +30,7 @@ import docker.errors
 from clusterflow import pinning, spec
 from clusterflow.runner import LocalRunner, PipelineImageMissing
 from clusterflow.ui import files
-from clusterflow_steps.contract import MANIFEST, MANIFEST_SCHEMA
-from clusterflow_steps.naming import VARIANT
+from clusterflow_steps.contract import MANIFEST, MANIFEST_SCHEMA, VARIANT
 
 _NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # one component of an input or output name
 _LOCAL_IMAGE = re.compile(r"clusterflow/(?P<step>[a-z]+):[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

@@ -17,18 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterflow_steps.launch import (CACHE_MOUNT, CONTAINER_POLICY, DATA_MOUNT, IMAGE_DIGEST_ENV, IMAGE_ENV,
-                                      INPUT_MOUNT, STEP_USER)
-from clusterflow_steps.naming import RUN_ID, VARIANT
+from clusterflow_steps.contract import IMAGE_DIGEST_ENV, IMAGE_ENV, QUALITY_GATE_EXIT, RUN_ID, STEPS, VARIANT
+from clusterflow_steps.launch import CACHE_MOUNT, CONTAINER_POLICY, DATA_MOUNT, INPUT_MOUNT, STEP_USER
 
-STEPS = ("prepare", "cluster", "evaluate", "report")
 INITS = ("k-means++", "random", "pca")
 BUILTIN_DATASETS = ("digits", "synthetic")
 CACHE_SOURCE_ENV = "CLUSTERFLOW_CACHE_SOURCE"
 COMMIT_CACHE_FLAG = "--commit-cache"
 IMAGE_REPOSITORY = "clusterflow"
 LABEL_PREFIX = "io.clusterflow"
-QUALITY_GATE_EXIT = 3
 
 DAG_ID = "digits_kmeans"  # the Airflow rendering's DAG (its runs are what the UI plugin shows)
 

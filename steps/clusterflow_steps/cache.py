@@ -40,12 +40,11 @@ from typing import Any
 import click
 
 from clusterflow_steps.cli import COMMIT_FLAG, commit_requested
-from clusterflow_steps.contract import (IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, NO_CACHE, RunLayout, StepRun,
-                                        UserError, _now, atomic_dir, input_name, sha256_file, step_output,
-                                        write_manifest)
+from clusterflow_steps.artifacts import (NO_CACHE, StepRun, UserError, _now, atomic_dir, input_name, sha256_file,
+                                         step_output, write_manifest)
+from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, RunLayout
 
 KEY_SCHEMA = "clusterflow.cache/1"
-STORE = "cache"
 # What a manifest says about the data it describes; the rest is bookkeeping of one execution.
 MANIFEST_CONTENT = ("schema", "step", "variant", "params", "outputs", "results", "exit_status")
 
@@ -106,7 +105,7 @@ def cache_key(digest: str, step: str, variant: str | None, params: dict[str, Any
 
 
 def store_dir(data_root: Path, step: str, key: str) -> Path:
-    return data_root / STORE / step / key
+    return data_root / CACHE / step / key
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -174,7 +173,7 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-STORED_MODE = 0o444  # a stored file is never written again; a new entry replaces the whole folder
+CACHED_MODE = 0o444  # a stored file is never written again; a new entry replaces the whole folder
 
 
 def _key(layout: RunLayout, step: str, variant: str | None, params: dict[str, Any],
@@ -218,9 +217,9 @@ def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, 
         click.echo(f"{step}: cache entry {key[:12]} already stored")
         return
     with atomic_dir(entry) as tmp:
-        copy_files(target, tmp, mode=STORED_MODE)
+        copy_files(target, tmp, mode=CACHED_MODE)
         write_manifest(tmp, manifest)
-        os.chmod(tmp / MANIFEST, STORED_MODE)
+        os.chmod(tmp / MANIFEST, CACHED_MODE)
     click.echo(f"{step}: stored {target} as cache entry {key[:12]}")
 
 

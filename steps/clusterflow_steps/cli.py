@@ -10,10 +10,9 @@ from typing import Any
 
 import click
 
-from clusterflow_steps.contract import RunLayout
+from clusterflow_steps.artifacts import UserError
+from clusterflow_steps.contract import ENV_PREFIX, NO_CACHE_ENV, ContractError, RunLayout
 
-ENV_PREFIX = "CLUSTERFLOW"
-NO_CACHE_ENV = f"{ENV_PREFIX}_NO_CACHE"
 COMMIT_FLAG = "--commit-cache"
 _COMMIT_META = "clusterflow.commit_cache"
 
@@ -29,6 +28,12 @@ class StepCommand(click.Command):
             exc.message = f"{exc.message.rstrip()} (see {info_name or self.name} --help)"
             exc.ctx = None  # no usage banner: "Error: <problem>" only
             raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ContractError as exc:  # a run id, variant or artifact that breaks the contract
+            raise UserError(str(exc)) from None
 
 
 def step_command(help_text: str) -> Callable[[Callable[..., Any]], click.Command]:

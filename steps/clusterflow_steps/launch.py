@@ -12,17 +12,15 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, IMAGE_ENV
+
 DATA_MOUNT = "/data"
 INPUT_MOUNT = "/input"
 # The step cache store (clusterflow_steps.cache): its own mount over /data/cache, read-only in every
 # step container; only a task's commit container (the step's own command + --commit-cache)
 # mounts it read-write, with the data root read-only. So no step can plant an entry.
-CACHE_MOUNT = f"{DATA_MOUNT}/cache"
+CACHE_MOUNT = f"{DATA_MOUNT}/{CACHE}"
 STEP_USER = "10001:10001"
-# Which image a step runs in (the reference it was launched by, and its digest): set by the runners,
-# recorded in every manifest, part of the cache key.
-IMAGE_ENV = "CLUSTERFLOW_IMAGE"
-IMAGE_DIGEST_ENV = "CLUSTERFLOW_IMAGE_DIGEST"
 
 # Steps need no network, no privileges and no writable root filesystem; only /data (the mount) and
 # /tmp (a tmpfs) are writable.
@@ -72,7 +70,7 @@ def _words(image: str, args: list[str], digest: str | None, dataset: str | None,
         return ["--mount", quote("type=bind,src=") + source + quote(f",dst={target}" + (",readonly" if read_only else ""))]
 
     words = ["docker", "run", "--rm", "--user", user, *policy_options(),
-             *mount(data_root, DATA_MOUNT, False), *mount(data_root + quote("/cache"), CACHE_MOUNT, True)]
+             *mount(data_root, DATA_MOUNT, False), *mount(data_root + quote(f"/{CACHE}"), CACHE_MOUNT, True)]
     if dataset:
         words += mount(dataset_source, dataset, True)
     words += ["--env", quote(f"{IMAGE_ENV}={image}")]

@@ -22,7 +22,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clusterflow_steps import contract
-from clusterflow_steps.contract import RunLayout, save_array, save_json, step_output
+from clusterflow_steps.artifacts import save_array, save_json, step_output
+from clusterflow_steps.contract import RunLayout
 from clusterflow_steps.evaluate import projection
 
 VARIANTS = ("k-means++", "random", "pca")
@@ -98,7 +99,7 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
                              "thresholds": {"min_ari": 0.99 if gate_failures else None, "min_silhouette": None}},
         })
         if features.shape[1] >= contract.PROJECTION_MIN_FEATURES:  # as the evaluate step does
-            projection.save(run.out / contract.PROJECTION, projection.compute(features, k, seed=0))
+            projection.save(run.out / contract.PROJECTION.name, projection.compute(features, k, seed=0))
         run.results.update(best=best)
         run.exit_status = 3 if gate_failures else 0
     return layout

@@ -12,7 +12,7 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 
 from clusterflow_steps.cluster import model
-from clusterflow_steps.contract import UserError
+from clusterflow_steps.artifacts import UserError
 from tests.steps.conftest import assert_records
 
 OUTPUTS = ["centers.npy", "labels.npy", "manifest.json", "model.joblib", "model.npz"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from clusterflow_steps.contract import sha256_file
+from clusterflow_steps.artifacts import sha256_file
 from clusterflow_steps.evaluate import projection
 from clusterflow_steps.report import figures
 from clusterflow_steps.report.inputs import read_projection

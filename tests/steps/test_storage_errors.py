@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterflow_steps import contract
-from clusterflow_steps.contract import UserError, atomic_dir
+from clusterflow_steps import artifacts
+from clusterflow_steps.artifacts import UserError, atomic_dir
 from tests.steps.conftest import Steps, snapshot
 
 PREPARE = ("--dataset", "synthetic", "--n-samples", "60", "--n-features", "4", "--n-centers", "3")
@@ -62,7 +62,7 @@ def test_a_read_only_data_root_at_the_rename_is_one_line(prepared, monkeypatch):
     def read_only(root: Path) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(root))
 
-    monkeypatch.setattr(contract, "_fsync_tree", read_only)
+    monkeypatch.setattr(artifacts, "_fsync_tree", read_only)
     line = one_line(prepared("prepare", *PREPARE[:-2], "--seed", "2", "--no-cache", expect=2))
     assert "the data root is read-only" in line and "mount it read-write" in line
     assert snapshot(prepared.root) == before

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from clusterflow.ui import pages, runs
-from clusterflow_steps.contract import RunLayout, step_output
+from clusterflow_steps.artifacts import step_output
+from clusterflow_steps.contract import RunLayout
 from tests.steps.report_fixtures import blobs, make_run
 
 EVIL = '<script>alert("x")</script>'

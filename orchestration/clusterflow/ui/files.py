@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from clusterflow_steps.naming import RUN_ID, VARIANT, NameRule
+from clusterflow_steps.contract import RUN_ID, VARIANT, NameRule
 
 DATA_ROOT_ENV = "CLUSTERFLOW_DATA_ROOT"
 DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"

@@ -6,12 +6,11 @@ work under any API server base path), every value from the data root escaped.
 
 from __future__ import annotations
 
-import html
 from urllib.parse import quote, urlencode
 
 from clusterflow.ui.runs import LOWER_IS_BETTER, METRICS, RunSummary
 from clusterflow_steps.launch import LAPTOP_NOTE
-from clusterflow_steps.report.formats import COLUMN_TITLES, FORMATS, NULL, format_metric
+from clusterflow_steps.report.formats import COLUMN_TITLES, FORMATS, NULL, esc, format_metric
 
 # Served with every HTML response: nothing but inline styles and data: images, framed only by Airflow.
 SECURITY_HEADERS = {
@@ -45,10 +44,6 @@ figure{margin:1rem 0}
 svg{width:100%;max-width:760px;height:auto;display:block}
 nav.metrics a,nav.metrics strong{margin-right:.6rem}
 """
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def document(title: str, body: str) -> str:

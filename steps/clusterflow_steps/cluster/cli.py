@@ -9,9 +9,8 @@ from clusterflow_steps import threads
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
 from clusterflow_steps.cluster import model
-from clusterflow_steps.contract import (MODEL_ARRAYS, MODEL_FIELDS, RunLayout, StepRun, UserError, read_array,
-                                        save_array, save_npz, validate_name)
-from clusterflow_steps.naming import VARIANT
+from clusterflow_steps.artifacts import StepRun, UserError, read_array, save_array, save_npz, validate_name
+from clusterflow_steps.contract import MODEL_ARRAYS, MODEL_FIELDS, VARIANT, RunLayout
 from clusterflow_steps.progress import Progress
 
 MODEL = "model.joblib"
@@ -72,7 +71,7 @@ def main(layout: RunLayout, use_cache: bool, n_clusters: int | None, init: str, 
         with progress.phase("wrote the model, labels and centers"):
             joblib.dump(fitted.pipeline, run.out / MODEL)
             scaler = fitted.pipeline[0]
-            save_npz(run.out / MODEL_ARRAYS, dict(zip(MODEL_FIELDS, (
+            save_npz(run.out / MODEL_ARRAYS.name, dict(zip(MODEL_FIELDS, (
                 fitted.centers, scaler.mean_, scaler.scale_, np.int64(n_clusters), np.str_(init),
                 np.int64(fitted.n_init), np.int64(seed), np.str_(type(kmeans).__name__)), strict=True)))
             save_array(run, "labels.npy", fitted.labels)

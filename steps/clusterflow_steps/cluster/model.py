@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clusterflow_steps.contract import UserError
+from clusterflow_steps.artifacts import UserError
 
 if TYPE_CHECKING:
     from sklearn.cluster import KMeans, MiniBatchKMeans

@@ -13,9 +13,8 @@ import numpy as np
 from clusterflow_steps import threads
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
-from clusterflow_steps.contract import (MANIFEST, PROJECTION, PROJECTION_MIN_FEATURES, QualityGateFailed,
-                                        RunLayout, StepRun, UserError, read_array, read_json, require_input,
-                                        save_json)
+from clusterflow_steps.artifacts import (QualityGateFailed, StepRun, UserError, read_array, read_json, require_input, save_json)
+from clusterflow_steps.contract import MANIFEST, PROJECTION, PROJECTION_MIN_FEATURES, RunLayout
 from clusterflow_steps.evaluate import gate, metrics, projection
 from clusterflow_steps.progress import Progress
 
@@ -81,7 +80,7 @@ def write_projection(run: StepRun, features: np.ndarray, n_clusters: int, seed: 
     rows = min(len(features), projection.MAX_FIT_ROWS)  # PCA and KMeans fit a sample of at most this many
     with threads.limited(threads.for_work(rows * features.shape[1])), \
             progress.phase(f"projected to 2-D for the report's figure (PCA and KMeans on {rows:,} samples)"):
-        projection.save(run.out / PROJECTION, projection.compute(features, n_clusters, seed))
+        projection.save(run.out / PROJECTION.name, projection.compute(features, n_clusters, seed))
 
 
 @step_command("Score every cluster variant of the run as the digits demo does (inertia, homogeneity, "

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from clusterflow_steps.contract import UserError
+from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.evaluate.metrics import require_labels
 
 # option -> the metric it bounds; "--min-*" are lower bounds, "--max-*" upper bounds

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from clusterflow_steps.contract import UserError
+from clusterflow_steps.artifacts import UserError
 
 # each is sklearn.metrics.<name>_score(true labels, labels)
 LABEL_METRICS = ("homogeneity", "completeness", "v_measure", "adjusted_rand", "adjusted_mutual_info")

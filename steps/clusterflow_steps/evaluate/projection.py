@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterflow_steps.contract import PROJECTION_FIELDS, save_npz
+from clusterflow_steps.artifacts import PROJECTION_FIELDS, save_npz
 
 GRID_POINTS = 400  # decision-region mesh: GRID_POINTS x GRID_POINTS, whatever the data's size
 MAX_FIT_ROWS = 50_000  # PCA and KMeans of the decision-region figure fit at most this many rows

@@ -8,7 +8,8 @@ import click
 
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
-from clusterflow_steps.contract import RunLayout, StepRun, UserError, save_array
+from clusterflow_steps.artifacts import StepRun, UserError, save_array
+from clusterflow_steps.contract import RunLayout
 from clusterflow_steps.prepare import datasets, limits
 from clusterflow_steps.progress import Progress
 

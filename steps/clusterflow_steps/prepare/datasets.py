@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterflow_steps.contract import UserError
+from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.prepare.limits import Limits
 
 BUILTIN = ("digits", "synthetic")

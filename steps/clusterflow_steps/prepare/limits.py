@@ -24,7 +24,7 @@ from typing import IO, Any
 import numpy as np
 
 from clusterflow_steps.cli import ENV_PREFIX
-from clusterflow_steps.contract import UserError
+from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.threads import CGROUP
 
 INPUT_BYTES_OPTION = "--max-input-bytes"

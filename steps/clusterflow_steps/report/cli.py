@@ -6,7 +6,8 @@ import click
 
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command
-from clusterflow_steps.contract import RunLayout, StepRun
+from clusterflow_steps.artifacts import StepRun
+from clusterflow_steps.contract import RunLayout
 from clusterflow_steps.report.build import render_run
 from clusterflow_steps.report.inputs import load_run
 

@@ -5,6 +5,7 @@ Standard library only, so the Airflow API server can import it without numpy.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 NULL = "\u2013"  # en dash, for a metric without a value (no labels)
@@ -37,3 +38,8 @@ def is_number(value: Any) -> bool:
 def format_metric(value: Any, spec: str) -> str:
     """One table cell as the demo prints it; ``–`` for a missing value."""
     return spec.format(value) if is_number(value) else NULL
+
+
+def esc(value: object) -> str:
+    """``value`` as HTML text or attribute value (quotes escaped too)."""
+    return html.escape(str(value), quote=True)

@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from clusterflow_steps.contract import (MANIFEST, PROJECTION_FIELDS, PROJECTION_MIN_FEATURES, RunLayout, UserError,
-                                        read_array, read_json, require_input)
-from clusterflow_steps.contract import PROJECTION as PROJECTION_FILE
+from clusterflow_steps.artifacts import PROJECTION_FIELDS, UserError, read_array, read_json, require_input
+from clusterflow_steps.contract import MANIFEST, PROJECTION_MIN_FEATURES, PROJECTION as PROJECTION_FILE, RunLayout
 
 METRIC_KEYS = ("fit_seconds", "inertia", "homogeneity", "completeness", "v_measure", "adjusted_rand",
                "adjusted_mutual_info", "silhouette")
 LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})
-PROJECTION = f"evaluate/{PROJECTION_FILE}"
+PROJECTION = PROJECTION_FILE.relative()
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,13 @@ Every string that comes from a run's artifacts (params, names, manifests) goes t
 from __future__ import annotations
 
 import base64
-import html
 import json
 from collections.abc import Iterable
 from typing import Any
 
 from clusterflow_steps.launch import LAPTOP_NOTE, manifest_line
 from clusterflow_steps.report.figures import Figure
-from clusterflow_steps.report.formats import COLUMN_TITLES, COLUMNS, NULL, format_metric
+from clusterflow_steps.report.formats import COLUMN_TITLES, COLUMNS, NULL, esc, format_metric
 from clusterflow_steps.report.inputs import RunInputs
 
 CSS = """
@@ -45,10 +44,6 @@ code,pre{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;ov
 pre{white-space:pre-wrap;background:#f6f8fa;padding:.5rem;border-radius:4px;margin:.3rem 0}
 table.files{table-layout:fixed}table.files td:nth-child(2){width:6rem;text-align:right}
 """
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _data_uri(png: bytes) -> str:
