@@ -17,10 +17,9 @@ from airflow.api_fastapi.core_api.security import requires_access_dag
 from clusterflow import spec
 from clusterflow.spec import DAG_ID
 from clusterflow.ui import files, pages, runs
+from clusterflow_steps.contract import MANIFEST, METRICS, REPORT
 
-MEDIA_TYPES = {"report.html": "text/html; charset=utf-8", "metrics.json": "application/json",
-               "manifest.json": "application/json"}
-RUNS_PAGE = "runs"
+MEDIA_TYPES = {REPORT.name: "text/html; charset=utf-8", METRICS.name: "application/json", MANIFEST: "application/json"}
 
 
 def _served(relative: str, body: bytes) -> Response:
@@ -43,24 +42,24 @@ def create_app() -> FastAPI:
                   dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID))])
     app.add_exception_handler(HTTPException, _login_redirect)
 
-    @app.get("/runs")
+    @app.get(f"/{pages.RUNS_PAGE}")
     def runs_page(sort: str = "date", order: str = "desc", metric: str = "adjusted_mutual_info") -> Response:
         if sort not in runs.SORT_KEYS or metric not in runs.METRICS or order not in ("asc", "desc"):
             return _page(pages.message_page("Bad request", f"sort by one of {', '.join(runs.SORT_KEYS)}, order "
                                             f"asc or desc, plot one of {', '.join(runs.METRICS)}",
-                                            runs_link=RUNS_PAGE), 400)
+                                            runs_link=pages.RUNS_PAGE), 400)
         found = runs.load_runs(files.data_root())
         return _page(pages.runs_page(runs.sort_runs(found, sort, order == "desc"), runs.trend(found, metric),
                                      sort=sort, descending=order == "desc", metric=metric))
 
-    @app.get(f"/runs/{{run_id}}/{pages.STEPS_PAGE}")
+    @app.get(f"/{pages.RUNS_PAGE}/{{run_id}}/{pages.STEPS_PAGE}")
     def steps_page(run_id: str) -> Response:
         if run_id not in files.run_ids(files.data_root()):
             return _page(pages.message_page("No such run", f"no run {run_id!r} on the data root",
-                                            runs_link="../../runs"), 404)
+                                            runs_link=f"../../{pages.RUNS_PAGE}"), 404)
         return _page(pages.steps_page(run_id, runs.step_lines(files.data_root(), run_id)))
 
-    @app.get("/runs/{run_id}/{relative:path}")
+    @app.get(f"/{pages.RUNS_PAGE}/{{run_id}}/{{relative:path}}")
     def run_file(run_id: str, relative: str) -> Response:
         try:
             return _served(relative, files.read(files.data_root(), run_id, relative))
@@ -70,13 +69,13 @@ def create_app() -> FastAPI:
     @app.get("/dags/{dag_id}/runs/{dag_run_id}/report")
     def dag_run_report(dag_id: str, dag_run_id: str) -> Response:
         """The Report tab of an Airflow run: its report, found by the run id the DAG gave the data root."""
-        runs_link = "../../../../runs"
+        runs_link = f"../../../../{pages.RUNS_PAGE}"
         if dag_id != DAG_ID:
             return _page(pages.message_page("No clusterflow report", f"only {DAG_ID} runs have a clusterflow "
                                             f"report; {dag_id} is another DAG", runs_link=runs_link), 404)
         run_id = spec.safe_run_id(dag_run_id)
         try:
-            return _served("report.html", files.read(files.data_root(), run_id, "report/report.html"))
+            return _served(REPORT.relative(), files.read(files.data_root(), run_id, REPORT.relative()))
         except files.NotServed:
             return _page(pages.message_page("No report yet", f"run {run_id} has no report yet: the report task "
                                             "writes it once evaluate has scored the run", runs_link=runs_link), 404)

@@ -15,12 +15,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from clusterflow_steps.contract import RUN_ID, VARIANT, NameRule
+from clusterflow_steps.contract import MANIFEST, METRICS, REPORT, RUN_ID, RUNS, VARIANT, Artifact, NameRule
 
 DATA_ROOT_ENV = "CLUSTERFLOW_DATA_ROOT"
 DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
 DEFAULT_DATA_ROOT = "/data"
-SERVED = ("report.html", "metrics.json", "manifest.json")
+SERVED = (REPORT.name, METRICS.name, MANIFEST)
 MAX_BYTES = 32 * 1024 * 1024
 _COMPONENT = re.compile(r"[A-Za-z0-9._+-]{1,128}")
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -46,6 +46,11 @@ def data_root(environ: Mapping[str, str] = os.environ) -> Path:
         return Path(explicit)
     source = environ.get(DATA_SOURCE_ENV, "")
     return Path(source) if os.path.isabs(source) else Path(DEFAULT_DATA_ROOT)
+
+
+def manifest(step: str, variant: str | None = None) -> str:
+    """Where a step's (cluster: a variant's) manifest is under ``runs/<run_id>/``."""
+    return Artifact(step, MANIFEST).relative(variant)
 
 
 def _names(run_id: str, relative: str) -> list[str]:
@@ -80,19 +85,19 @@ def open_beneath(root: Path, names: list[str], flags: int) -> int:
 def _served_file(root: Path, run_id: str, relative: str) -> Iterator[BinaryIO]:
     """The open served file ``runs/<run_id>/<relative>``: a regular file of at most :data:`MAX_BYTES`
     (checked on the open descriptor), never a symlink; raise :class:`NotServed`."""
-    names = ["runs", run_id, *_names(run_id, relative)]
+    names = [RUNS, run_id, *_names(run_id, relative)]
     try:  # O_NONBLOCK: a FIFO never hangs the open
         fd = open_beneath(root, names, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno not in _NOT_FOUND:
             raise
-        raise NotServed(f"not found: runs/{run_id}/{relative}") from None
+        raise NotServed(f"not found: {RUNS}/{run_id}/{relative}") from None
     with os.fdopen(fd, "rb") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise NotServed(f"not found: runs/{run_id}/{relative}")
+            raise NotServed(f"not found: {RUNS}/{run_id}/{relative}")
         if info.st_size > MAX_BYTES:
-            raise NotServed(f"runs/{run_id}/{relative} is larger than {MAX_BYTES:,} bytes", 413)
+            raise NotServed(f"{RUNS}/{run_id}/{relative} is larger than {MAX_BYTES:,} bytes", 413)
         yield file
 
 
@@ -128,9 +133,9 @@ def _directories(root: Path, names: list[str], rule: NameRule) -> list[str]:
 
 def run_ids(root: Path) -> list[str]:
     """The run directories (not symlinks) under ``root/runs`` whose names obey the run id rule."""
-    return _directories(root, ["runs"], RUN_ID)
+    return _directories(root, [RUNS], RUN_ID)
 
 
 def cluster_variants(root: Path, run_id: str) -> list[str]:
     """The variant directories (not symlinks) of a run's cluster step."""
-    return [] if RUN_ID.problem(run_id) else _directories(root, ["runs", run_id, "cluster"], VARIANT)
+    return [] if RUN_ID.problem(run_id) else _directories(root, [RUNS, run_id, "cluster"], VARIANT)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-from clusterflow.ui.runs import LOWER_IS_BETTER, METRICS, RunSummary
+from clusterflow.ui.runs import METRICS, RunSummary
+from clusterflow_steps import contract
+from clusterflow_steps.contract import LOWER_IS_BETTER
 from clusterflow_steps.launch import LAPTOP_NOTE
 from clusterflow_steps.report.formats import COLUMN_TITLES, FORMATS, NULL, esc, format_metric
 
@@ -23,6 +25,8 @@ SECURITY_HEADERS = {
 LABELS = {"run_id": "run", "date": "date", "best": "best variant", "adjusted_rand": "ARI",
           "adjusted_mutual_info": "AMI", "silhouette": "silhouette", "inertia": "inertia", "gate": "quality gate"}
 GATE_COLOURS = {"passed": "#2f6fb0", "failed": "#c81e1e"}
+RUNS_PAGE = "runs"  # the runs page; runs/<run id>/<file> serves a run's files, as the data root holds them
+STEPS_PAGE = "steps"  # runs/<run id>/steps: the docker run line of each step
 
 CSS = """
 *{box-sizing:border-box}
@@ -63,7 +67,7 @@ def _query(**params: str) -> str:
 
 
 def _run_path(run_id: str, relative: str) -> str:
-    return f"runs/{quote(run_id, safe='')}/{relative}"
+    return f"{RUNS_PAGE}/{quote(run_id, safe='')}/{relative}"
 
 
 def _metric(run: RunSummary, key: str) -> str:
@@ -86,8 +90,8 @@ def _header(key: str, sort: str, descending: bool, metric: str) -> str:
 def _row(run: RunSummary) -> str:
     params = "; ".join(f"{k} {v}" for k, v in run.params) or NULL
     links = [f'<a href="{esc(_run_path(run.run_id, relative))}">{name}</a>'
-             for name, relative, shown in (("report", "report/report.html", run.has_report),
-                                           ("metrics", "evaluate/metrics.json", run.gate != "not evaluated"),
+             for name, relative, shown in (("report", contract.REPORT.relative(), run.has_report),
+                                           ("metrics", contract.METRICS.relative(), run.gate != "not evaluated"),
                                            ("re-run", STEPS_PAGE, run.date is not None))
              if shown]
     cells = "".join(f'<td class="num" data-key="{k}">{esc(_metric(run, k))}</td>' for k in METRICS)
@@ -97,8 +101,6 @@ def _row(run: RunSummary) -> str:
             f'<td data-key="gate" class="gate-{esc(run.gate.split()[0])}" title="{esc(run.gate_detail)}">'
             f"{esc(run.gate)}</td><td>{' · '.join(links) or NULL}</td></tr>")
 
-
-STEPS_PAGE = "steps"  # runs/<run id>/steps: the docker run line of each step
 
 
 def steps_page(run_id: str, lines: list[tuple[str, str | None]]) -> str:
@@ -111,7 +113,7 @@ def steps_page(run_id: str, lines: list[tuple[str, str | None]]) -> str:
     return document(f"clusterflow run {run_id}: re-run a step", (
         f"<h1>Re-run a step of run <code>{esc(run_id)}</code></h1><p class=\"note\">{esc(LAPTOP_NOTE)} "
         f"<code>clusterflow reproduce --run-id {esc(run_id)} --step STEP</code> re-runs one here and compares "
-        f'its outputs with the manifest.</p>{sections}<p><a href="../../runs">All runs</a></p>'))
+        f'its outputs with the manifest.</p>{sections}<p><a href="../../{RUNS_PAGE}">All runs</a></p>'))
 
 
 def trend_svg(points: list[RunSummary], metric: str, total: int) -> str:
@@ -169,10 +171,11 @@ def trend_svg(points: list[RunSummary], metric: str, total: int) -> str:
 def runs_page(runs: list[RunSummary], trend: list[RunSummary], *, sort: str, descending: bool,
               metric: str) -> str:
     """The runs page: every run side by side, sorted by ``sort``, and the trend of ``metric``."""
-    headers = "".join(_header(key, sort, descending, metric) for key in ("run_id", "date")) \
-        + '<th scope="col">params</th>' + "".join(_header(key, sort, descending, metric)
-                                                  for key in ("best", *METRICS, "gate")) + '<th scope="col">files</th>'
-    body = "".join(_row(run) for run in runs) or f'<tr><td colspan="11">No runs under the data root yet.</td></tr>'
+    headers = [*(_header(key, sort, descending, metric) for key in ("run_id", "date")), '<th scope="col">params</th>',
+               *(_header(key, sort, descending, metric) for key in ("best", *METRICS, "gate")),
+               '<th scope="col">files</th>']
+    body = "".join(_row(run) for run in runs) \
+        or f'<tr><td colspan="{len(headers)}">No runs under the data root yet.</td></tr>'
     order = "desc" if descending else "asc"
     choices = " ".join(
         f"<strong>{esc(LABELS[m])}</strong>" if m == metric
@@ -181,6 +184,6 @@ def runs_page(runs: list[RunSummary], trend: list[RunSummary], *, sort: str, des
         f"<h1>clusterflow runs</h1><p class=\"note\">{len(runs)} runs on the data root. Scores and inertia are "
         "the best variant's, printed as the demo prints them (scores to 3 decimals, inertia to the integer). "
         "Click a column to sort by it.</p>"
-        f'<div class="scroll"><table id="runs"><thead><tr>{headers}</tr></thead><tbody>{body}</tbody></table></div>'
+        f'<div class="scroll"><table id="runs"><thead><tr>{"".join(headers)}</tr></thead><tbody>{body}</tbody></table></div>'
         f'<h2>Trend</h2><nav class="metrics">Plot: {choices}</nav>'
         f"<figure>{trend_svg(trend, metric, sum(r.scores.get(metric) is not None for r in runs))}</figure>"))

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from clusterflow.ui import files
+from clusterflow_steps import contract
 from clusterflow_steps.launch import manifest_line
 from clusterflow_steps.report.formats import is_number
 
 METRICS = ("adjusted_rand", "adjusted_mutual_info", "silhouette", "inertia")  # of each run's best variant
 SORT_KEYS = ("run_id", "date", "best", *METRICS, "gate")
-LOWER_IS_BETTER = frozenset({"inertia"})
 MAX_TREND_POINTS = 200
 
 
@@ -66,30 +66,30 @@ def _params(prepare: dict[str, Any], cluster: dict[str, Any], evaluate: dict[str
 
 def _gate(metrics: dict[str, Any], evaluate: dict[str, Any]) -> tuple[str, str]:
     if not metrics:
-        return "not evaluated", "no evaluate/metrics.json yet"
+        return "not evaluated", f"no {contract.METRICS.relative()} yet"
     gate = _dict(metrics.get("quality_gate"))
     thresholds = {k: v for k, v in _dict(gate.get("thresholds")).items() if v is not None}
     limits = ", ".join(f"{k} {v}" for k, v in sorted(thresholds.items())) or "no thresholds set"
-    if gate.get("passed") is False or evaluate.get("exit_status") == 3:
+    if contract.gate_failed(metrics, evaluate):
         return "failed", "; ".join(str(f) for f in gate.get("failures") or []) or limits
     return "passed", limits
 
 
 def summarize(root: Path, run_id: str) -> RunSummary:
     """One run's row, from its metrics and manifests; whatever is missing stays empty."""
-    metrics = _json(root, run_id, "evaluate/metrics.json")
+    metrics = _json(root, run_id, contract.METRICS.relative())
     variants = sorted(_dict(metrics.get("variants")))
     best = metrics.get("best") if metrics.get("best") in variants else None
-    prepare = _json(root, run_id, "prepare/manifest.json")
-    evaluate = _json(root, run_id, "evaluate/manifest.json")
-    cluster = _json(root, run_id, f"cluster/{best or (variants or ['-'])[0]}/manifest.json")
+    prepare = _json(root, run_id, files.manifest("prepare"))
+    evaluate = _json(root, run_id, files.manifest("evaluate"))
+    cluster = _json(root, run_id, files.manifest("cluster", best or (variants or ["-"])[0]))
     best_scores = _dict(_dict(metrics.get("variants")).get(best))
     gate, detail = _gate(metrics, evaluate)
     return RunSummary(
         run_id=run_id, date=prepare.get("started_at") or evaluate.get("finished_at"),
         params=_params(prepare, cluster, evaluate, variants), best=best,
         scores={k: best_scores[k] if is_number(best_scores.get(k)) else None for k in METRICS},
-        gate=gate, gate_detail=detail, has_report=files.is_served(root, run_id, "report/report.html"))
+        gate=gate, gate_detail=detail, has_report=files.is_served(root, run_id, contract.REPORT.relative()))
 
 
 def load_runs(root: Path) -> list[RunSummary]:
@@ -118,6 +118,7 @@ def step_lines(root: Path, run_id: str) -> list[tuple[str, str | None]]:
     keys = ["prepare", *(f"cluster/{v}" for v in files.cluster_variants(root, run_id)), "evaluate", "report"]
     found = []
     for key in keys:
-        if files.is_served(root, run_id, f"{key}/manifest.json"):
-            found.append((key, manifest_line(_json(root, run_id, f"{key}/manifest.json"))))
+        relative = f"{key}/{contract.MANIFEST}"
+        if files.is_served(root, run_id, relative):
+            found.append((key, manifest_line(_json(root, run_id, relative))))
     return found
