@@ -26,18 +26,25 @@ from typing import Any
 import docker.errors
 
 from clusterflow import spec
+from clusterflow_steps.launch import DIGEST
 
 DIGESTS_ENV = "CLUSTERFLOW_DIGESTS"
 REGISTRY_ENV = "CLUSTERFLOW_REGISTRY"
 DIGESTS_FILE = "images/digests.json"  # where publish writes it, relative to the checkout
 PUBLISHED = ("core", "base", *spec.STEPS)  # what a publish pushes, in build order
 MAX_FILE_BYTES = 64 << 10
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # an image tag, as Docker spells one
 COMMIT = re.compile(r"[0-9a-f]{40}")
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 # host[:port][/path]: a registry as Docker names one (lower case, no scheme, no trailing slash)
 REGISTRY = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?::\d{1,5})?"
                       r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+# Any reference to a step image an engine holds: [host[:port]/]clusterflow/<step>[:<tag>][@<digest>]
+# (a local build's tag, a pinned or a pulled image; a host, not a registry path).
+STEP_IMAGE = re.compile(
+    r"(?:(?P<host>(?:[a-z0-9-]+\.)+[a-z0-9-]+(?::\d{1,5})?|[a-z0-9-]+:\d{1,5}|localhost)/)?"
+    rf"{re.escape(spec.IMAGE_REPOSITORY)}/(?P<step>{'|'.join(spec.STEPS)})"
+    rf"(?::(?P<tag>{TAG.pattern}))?(?:@(?P<digest>{DIGEST.pattern}))?")
 
 
 def registry_problem(registry: str) -> str | None:
@@ -55,6 +62,17 @@ def repository(registry: str, name: str) -> str:
     return f"{registry}/{spec.IMAGE_REPOSITORY}/{name}"
 
 
+def pinned_ref(registry: str, name: str, digest: str) -> str:
+    """The immutable reference of image ``name`` in ``registry``: ``<registry>/clusterflow/<name>@sha256:...``."""
+    return f"{repository(registry, name)}@{digest}"
+
+
+def pinned_step(ref: str, registry: str) -> str | None:
+    """The step whose image ``ref`` names by a digest (any one) in ``registry``, or ``None``."""
+    digest = pinned_digest(ref)
+    return next((step for step in spec.STEPS if digest and ref == pinned_ref(registry, step, digest)), None)
+
+
 @dataclass(frozen=True)
 class Pins:
     """The digests of one publish: image name -> ``sha256:...`` (the registry manifest digest)."""
@@ -65,8 +83,8 @@ class Pins:
     digests: Mapping[str, str]
 
     def ref(self, name: str) -> str:
-        """The immutable reference of image ``name``: ``<registry>/clusterflow/<name>@sha256:...``."""
-        return f"{repository(self.registry, name)}@{self.digests[name]}"
+        """The immutable reference of image ``name`` (:func:`pinned_ref`)."""
+        return pinned_ref(self.registry, name, self.digests[name])
 
     def as_json(self) -> dict[str, Any]:
         return {"registry": self.registry, "version": self.version, "commit": self.commit,
@@ -202,7 +220,7 @@ def resolve(environ: Mapping[str, str], tag: str,
         digest = registry_digest(tagged)
         if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
             raise ValueError(f"{tagged}: the engine gave {digest!r}, not a sha256:<64 hex> manifest digest")
-        refs[step] = f"{repository(registry, step)}@{digest}"
+        refs[step] = pinned_ref(registry, step, digest)
     return Images(REGISTRY_ONLY, refs)
 
 

@@ -30,11 +30,9 @@ import docker.errors
 from clusterflow import pinning, spec
 from clusterflow.runner import LocalRunner, PipelineImageMissing
 from clusterflow.ui import files
-from clusterflow_steps.contract import MANIFEST, MANIFEST_SCHEMA, VARIANT
+from clusterflow_steps.contract import CACHE, MANIFEST, MANIFEST_SCHEMA, RUNS, VARIANT, RunLayout
 
 _NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # one component of an input or output name
-_LOCAL_IMAGE = re.compile(r"clusterflow/(?P<step>[a-z]+):[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_PINNED_IMAGE = re.compile(r"(?P<registry>[^/@]+)/clusterflow/(?P<step>[a-z]+)@(?P<digest>sha256:[0-9a-f]{64})")
 _OPTIONS_REFUSED = ("--commit-cache", "--data-root")  # a commit, and a data root other than the mount
 
 
@@ -57,10 +55,6 @@ class Plan:
     outputs: dict[str, dict[str, Any]]  # step-dir-relative name -> {"sha256", "bytes"}
     exit_status: int
 
-    @property
-    def step_dir(self) -> str:
-        return f"{self.step}/{self.variant}" if self.variant else self.step
-
 
 def _names(name: Any, what: str) -> list[str]:
     parts = name.split("/") if isinstance(name, str) else [""]
@@ -81,15 +75,16 @@ def _files(records: Any, what: str) -> dict[str, dict[str, Any]]:
 
 
 def _image(image: Any, step: str) -> tuple[str, bool]:
-    """The reference to run and whether it is pinned; refuses anything but this step's image."""
+    """The reference to run and whether it is pinned; refuses anything but this step's image: a
+    local build ``clusterflow/<step>:<tag>`` or a pinned ``<host>/clusterflow/<step>@<digest>``."""
     name = image.get("name") if isinstance(image, dict) else None
     digest = image.get("digest") if isinstance(image, dict) else None
-    local, pinned = (pattern.fullmatch(name) if isinstance(name, str) else None
-                     for pattern in (_LOCAL_IMAGE, _PINNED_IMAGE))
-    found = local or pinned
-    if not found or found["step"] != step:
+    found = pinning.STEP_IMAGE.fullmatch(name) if isinstance(name, str) else None
+    pinned = bool(found and found["host"] and found["digest"] and not found["tag"])
+    local = bool(found and not found["host"] and found["tag"] and not found["digest"])
+    if not (pinned or local) or found is None or found["step"] != step:
         raise Refused(f"the manifest's image {name!r} is not a clusterflow {step} image: refusing to run it")
-    if not isinstance(digest, str) or not pinning.DIGEST.fullmatch(digest) or pinned and digest != pinned["digest"]:
+    if not isinstance(digest, str) or not pinning.DIGEST.fullmatch(digest) or pinned and digest != found["digest"]:
         raise Refused(f"the manifest's image digest {digest!r} is not the sha256 of {name}: refusing to run it")
     return (name, True) if pinned else (digest, False)  # a local build: the very image, by its ID
 
@@ -117,7 +112,7 @@ def plan(manifest: Any, run_id: str, step: str, variant: str | None) -> Plan:
 def read_manifest(data_dir: Path, run_id: str, step: str, variant: str | None) -> Any:
     """The manifest of a step of a run (never through a symlink); :class:`Refused` when there is none."""
     if run_id not in files.run_ids(data_dir):
-        raise Refused(f"no run {run_id!r} under {data_dir}/runs: give the --run-id of a run there")
+        raise Refused(f"no run {run_id!r} under {data_dir}/{RUNS}: give the --run-id of a run there")
     if step not in spec.STEPS:
         raise Refused(f"unknown step {step!r}: choose one of {', '.join(spec.STEPS)}")
     variants = files.cluster_variants(data_dir, run_id) if step == "cluster" else []
@@ -126,7 +121,7 @@ def read_manifest(data_dir: Path, run_id: str, step: str, variant: str | None) -
                       f"{', '.join(variants) or '(none)'}")
     if step != "cluster" and variant:
         raise Refused(f"--variant is for the cluster step only, not {step}")
-    relative = f"{step}/{variant}/{MANIFEST}" if variant else f"{step}/{MANIFEST}"
+    relative = files.manifest(step, variant)
     try:
         text = files.read(data_dir, run_id, relative)
     except files.NotServed:
@@ -134,7 +129,7 @@ def read_manifest(data_dir: Path, run_id: str, step: str, variant: str | None) -
     try:
         return json.loads(text)
     except ValueError:
-        raise Refused(f"runs/{run_id}/{relative} is not JSON: not a manifest of the contract") from None
+        raise Refused(f"{RUNS}/{run_id}/{relative} is not JSON: not a manifest of the contract") from None
 
 
 def copy_inputs(data_dir: Path, run_id: str, inputs: dict[str, dict[str, Any]], scratch_run: Path) -> None:
@@ -143,7 +138,7 @@ def copy_inputs(data_dir: Path, run_id: str, inputs: dict[str, dict[str, Any]], 
         target = scratch_run / name
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = files.open_beneath(data_dir, ["runs", run_id, *_names(name, "input")],
+            fd = files.open_beneath(data_dir, [RUNS, run_id, *_names(name, "input")],
                                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise Refused(f"input {name} of the manifest is unreadable ({exc.strerror}): inputs changed since "
@@ -171,16 +166,12 @@ def compare(step_dir: Path, outputs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _registries() -> set[str]:
-    """The registries the user set (``CLUSTERFLOW_REGISTRY``, a digests file's): the only ones pulled from."""
-    found = {(os.environ.get(pinning.REGISTRY_ENV) or "").strip()}
-    path = (os.environ.get(pinning.DIGESTS_ENV) or "").strip()
-    if path:
-        try:
-            found.add(pinning.load(path).registry)
-        except ValueError as exc:
-            raise Refused(str(exc)) from None
-    return found - {""}
+def _registry() -> str | None:
+    """The registry the user set (a digests file's, or ``CLUSTERFLOW_REGISTRY``): the only one pulled from."""
+    try:
+        return pinning.configured(os.environ)[1]
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
 
 
 def _give_to_steps(root: Path) -> None:
@@ -195,11 +186,12 @@ def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: P
               log: Any = print) -> list[str]:
     """Re-run the planned step into ``scratch`` (a fresh directory); the differences (empty: identical)."""
     step, variant = found.step, found.variant
-    scratch_run = scratch / "runs" / run_id
-    scratch_run.mkdir(parents=True)
-    (scratch / "cache").mkdir()
-    copy_inputs(data_dir, run_id, found.inputs, scratch_run)
-    (scratch_run / found.step_dir).parent.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout(scratch, run_id)
+    layout.run_dir.mkdir(parents=True)
+    (scratch / CACHE).mkdir()
+    copy_inputs(data_dir, run_id, found.inputs, layout.run_dir)
+    step_dir = layout.step_dir(step, variant)
+    step_dir.parent.mkdir(parents=True, exist_ok=True)
     _give_to_steps(scratch)
     runner = LocalRunner(client, scratch, log=log)
     if found.pinned:
@@ -207,7 +199,7 @@ def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: P
         try:
             client.images.get(found.image)
         except docker.errors.ImageNotFound:
-            if registry not in _registries():
+            if registry != _registry():
                 raise Refused(f"{found.image} is not on this engine; pulling it from {registry} needs "
                               f"{pinning.REGISTRY_ENV}={registry} (reproduce pulls only from the registry you set)")
     try:  # the runner's own resolution: a pinned image absent here is pulled by its digest
@@ -215,11 +207,11 @@ def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: P
     except PipelineImageMissing as exc:
         raise Refused(f"{exc} (the image the run used: build or pull it by that digest)") from None
     task = spec.Task(step, found.image, found.args, variant)
-    mounts = spec.mounts(str(scratch), cache=str(scratch / "cache"))
+    mounts = spec.mounts(str(scratch), cache=str(scratch / CACHE))
     code = runner.run_task(task, run_id, mounts)
     if code != found.exit_status:
         return [f"the step exited {code}, the run's exited {found.exit_status}"]
-    return compare(scratch_run / found.step_dir, found.outputs)
+    return compare(step_dir, found.outputs)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

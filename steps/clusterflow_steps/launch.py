@@ -39,9 +39,11 @@ LAPTOP_DATA_ROOT = '"$PWD/data"'
 LAPTOP_USER = '"$(id -u):$(id -g)"'
 LAPTOP_NOTE = ("Run it in a directory whose data/ holds the run's inputs under data/runs/<run id>/ and an "
                "empty data/cache/ (replace \"$PWD/data\" to use another one).")
+# An image's content digest: a registry manifest's (what a pinned reference names) or a local image's ID.
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # What a rendered line takes from a manifest (which a step wrote) is checked first: an image
 # reference that is no option (``--privileged``), a dataset file name that cannot add mount fields.
-IMAGE_REFERENCE = re.compile(r"[a-z0-9][A-Za-z0-9._/:-]*(?:@sha256:[0-9a-f]{64})?")
+IMAGE_REFERENCE = re.compile(rf"[a-z0-9][A-Za-z0-9._/:-]*(?:@{DIGEST.pattern})?")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}")
 _OPTION = {"network_mode": "--network", "read_only": "--read-only", "tmpfs": "--tmpfs", "cap_drop": "--cap-drop",
            "security_opt": "--security-opt", "pids_limit": "--pids-limit"}

@@ -30,10 +30,6 @@ REQUIRED_LABELS = frozenset(spec.labels("", "", spec.Task("", "", ())))
 _NAME = re.compile(r"clusterflow\.[A-Za-z0-9_.-]{1,200}")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ENV_NAMES = frozenset({spec.IMAGE_ENV, spec.IMAGE_DIGEST_ENV})
-_IMAGE = re.compile(
-    r"(?:(?P<host>(?:[a-z0-9-]+\.)+[a-z0-9-]+(?::\d{1,5})?|[a-z0-9-]+:\d{1,5}|localhost)/)?"
-    rf"{re.escape(spec.IMAGE_REPOSITORY)}/(?P<step>{'|'.join(spec.STEPS)})"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 
 # The engine's spelling of every field of a create body (API 1.41), by object. The engine
 # matches names case-insensitively: a key spelled otherwise is refused, never guessed.
@@ -87,9 +83,7 @@ class Settings:
 
     def by_digest(self, ref: str) -> str | None:
         """The step ``ref`` names by digest in this registry (any digest: registry mode), or None."""
-        digest = pinning.pinned_digest(ref) if self.registry and isinstance(ref, str) else None
-        return next((step for step in spec.STEPS
-                     if digest and ref == f"{pinning.repository(self.registry, step)}@{digest}"), None)
+        return pinning.pinned_step(ref, self.registry) if self.registry and isinstance(ref, str) else None
 
 
 @dataclass(frozen=True)
@@ -151,7 +145,7 @@ def route(method: str, target: str) -> Route:
         return Route("images", api, query=query)
     if method == "GET" and path.startswith("/images/") and path.endswith("/json"):
         name = urllib.parse.unquote(path[len("/images/"):-len("/json")])
-        if not _IMAGE.fullmatch(name):
+        if not pinning.STEP_IMAGE.fullmatch(name):
             raise Refusal(f"image {name!r} is not a clusterflow step image")
         return Route("image", api)
     if method == "POST" and path == "/images/create":
@@ -188,7 +182,7 @@ def distribution(found: Route, settings: Settings) -> str:
         raise Refusal("GET /distribution: only with CLUSTERFLOW_REGISTRY and no digests file (the pins are the digests)")
     repo, _, tag = name.rpartition(":")
     if not any(repo == pinning.repository(settings.registry, step) for step in spec.STEPS) \
-            or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag) \
+            or not pinning.TAG.fullmatch(tag) \
             or settings.image_tag and tag != settings.image_tag:
         raise Refusal(f"GET /distribution of {name!r}: only {settings.registry}/clusterflow/<step>:"
                       f"{settings.image_tag or '<tag>'}")
@@ -231,7 +225,7 @@ def _image_filter(query: Iterable[tuple[str, str]]) -> None:
         raise Refusal("GET /images/json: only a reference filter naming a clusterflow step image")
     refs = filters.get("reference", [])
     names += list(refs) if isinstance(refs, (list, dict)) else [refs]
-    if not names or not all(isinstance(n, str) and _IMAGE.fullmatch(n) for n in names):
+    if not names or not all(isinstance(n, str) and pinning.STEP_IMAGE.fullmatch(n) for n in names):
         raise Refusal("GET /images/json: only a reference filter naming a clusterflow step image")
 
 
@@ -285,7 +279,7 @@ def image(value: Any, settings: Settings) -> str:
             raise Refusal(f"Image {value!r}: only {settings.registry}/clusterflow/<step>@sha256:<digest>, "
                           "never a tag")
         return value
-    found = _IMAGE.fullmatch(value) if isinstance(value, str) else None
+    found = pinning.STEP_IMAGE.fullmatch(value) if isinstance(value, str) else None
     if not found:
         raise Refusal(f"Image {value!r} is not a clusterflow step image ({spec.IMAGE_REPOSITORY}/<step>)")
     if not (found.group("tag") or found.group("digest")):
