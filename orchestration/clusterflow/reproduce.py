@@ -77,7 +77,7 @@ def _files(records: Any, what: str) -> dict[str, dict[str, Any]]:
 def _image(image: Any, step: str) -> tuple[str, bool]:
     """The reference to run and whether it is pinned; refuses anything but this step's image: a
     local build ``clusterflow/<step>:<tag>`` or a pinned ``<host>/clusterflow/<step>@<digest>``."""
-    name = image.get("name") if isinstance(image, dict) else None
+    name: Any = image.get("name") if isinstance(image, dict) else None
     digest = image.get("digest") if isinstance(image, dict) else None
     found = pinning.STEP_IMAGE.fullmatch(name) if isinstance(name, str) else None
     pinned = bool(found and found["host"] and found["digest"] and not found["tag"])
@@ -100,7 +100,8 @@ def plan(manifest: Any, run_id: str, step: str, variant: str | None) -> Plan:
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise Refused("the manifest records no arguments (argv): the step ran before reproduce existed; re-run it")
     refused = next((a for a in args if a.split("=", 1)[0] in _OPTIONS_REFUSED or a.startswith("--run-id=")), None)
-    if refused or list(zip(args, args[1:])).count(("--run-id", run_id)) != 1 or args.count("--run-id") != 1:
+    pairs = list(zip(args, args[1:], strict=False))
+    if refused or pairs.count(("--run-id", run_id)) != 1 or args.count("--run-id") != 1:
         raise Refused(f"the manifest's arguments {args!r} are not the step's own for run {run_id}: refusing them")
     image, pinned = _image(manifest.get("image"), step)
     status = manifest.get("exit_status")
@@ -201,7 +202,8 @@ def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: P
         except docker.errors.ImageNotFound:
             if registry != _registry():
                 raise Refused(f"{found.image} is not on this engine; pulling it from {registry} needs "
-                              f"{pinning.REGISTRY_ENV}={registry} (reproduce pulls only from the registry you set)")
+                              f"{pinning.REGISTRY_ENV}={registry} (reproduce pulls only from the registry you set)"
+                              ) from None
     try:  # the runner's own resolution: a pinned image absent here is pulled by its digest
         runner.ensure_image(found.image)
     except PipelineImageMissing as exc:

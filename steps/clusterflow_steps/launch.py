@@ -69,7 +69,7 @@ def _words(image: str, args: list[str], digest: str | None, dataset: str | None,
     """``docker run`` and its arguments; ``data_root``, ``user`` and ``dataset_source`` are given as
     the result spells them (shell syntax for display), every other value goes through ``quote``."""
     def mount(source: str, target: str, read_only: bool) -> list[str]:
-        return ["--mount", quote("type=bind,src=") + source + quote(f",dst={target}" + (",readonly" if read_only else ""))]
+        return ["--mount", quote("type=bind,src=") + source + quote(f",dst={target}{',readonly' if read_only else ''}")]
 
     words = ["docker", "run", "--rm", "--user", user, *policy_options(),
              *mount(data_root, DATA_MOUNT, False), *mount(data_root + quote(f"/{CACHE}"), CACHE_MOUNT, True)]
@@ -84,7 +84,8 @@ def _words(image: str, args: list[str], digest: str | None, dataset: str | None,
 def user_dataset(args: list[str]) -> str | None:
     """The ``/input/<name>`` file a step's arguments read (a user dataset), if any; ValueError
     for a name a mount cannot carry (``,`` and ``=`` would add mount fields)."""
-    dataset = next((b for a, b in zip(args, args[1:]) if a == "--dataset" and b.startswith(INPUT_MOUNT + "/")), None)
+    dataset = next((b for a, b in zip(args, args[1:], strict=False)
+                    if a == "--dataset" and b.startswith(INPUT_MOUNT + "/")), None)
     if dataset and not _FILE_NAME.fullmatch(dataset[len(INPUT_MOUNT) + 1:]):
         raise ValueError(f"dataset {dataset!r}: only a plain file name (letters, digits, '._+-') can be mounted")
     return dataset
@@ -105,7 +106,7 @@ def docker_run(image: str, args: list[str], *, data_root: str, user: str, digest
     dataset = user_dataset(args)
     if dataset and not dataset_source:
         raise ValueError(f"the arguments read {dataset}: give the host file it is")
-    _checked(image, data_root, *([dataset_source] if dataset else []))
+    _checked(image, data_root, *([dataset_source] if dataset and dataset_source else []))
     return _words(image, args, digest, dataset, data_root=data_root, user=user, dataset_source=dataset_source or "",
                   quote=lambda word: word)
 

@@ -170,7 +170,8 @@ def pull(found: Route, settings: Settings) -> str:
         raise Refusal(f"pull of {ref!r}: only the step images pinned by {pinning.DIGESTS_ENV}, by their digests")
     if settings.by_digest(ref) is None:
         raise Refusal(f"pull of {ref!r}: only {settings.registry}/clusterflow/<step>@sha256:<digest>")
-    return f"/v{found.api}/images/create?{urllib.parse.urlencode({'fromImage': params['fromImage'], 'tag': params['tag']})}"
+    query = urllib.parse.urlencode({"fromImage": params["fromImage"], "tag": params["tag"]})
+    return f"/v{found.api}/images/create?{query}"
 
 
 def distribution(found: Route, settings: Settings) -> str:
@@ -179,7 +180,8 @@ def distribution(found: Route, settings: Settings) -> str:
     step image of that registry by its tag (the gate's tag when it has one)."""
     name = found.container or ""
     if not settings.registry or settings.pins:
-        raise Refusal("GET /distribution: only with CLUSTERFLOW_REGISTRY and no digests file (the pins are the digests)")
+        raise Refusal("GET /distribution: only with CLUSTERFLOW_REGISTRY and no digests file "
+                      "(the pins are the digests)")
     repo, _, tag = name.rpartition(":")
     if not any(repo == pinning.repository(settings.registry, step) for step in spec.STEPS) \
             or not pinning.TAG.fullmatch(tag) \
@@ -402,7 +404,8 @@ def create_body(body: bytes, api: str, settings: Settings,
         checked[key] = config.get(key, False)
     others = sorted(k for k, v in config.items() if k not in checked and k != "HostConfig" and not _is_default(v))
     if others:
-        raise Refusal(f"{others[0]} not allowed" + (" (the step image's entrypoint runs)" if others[0] == "Entrypoint" else ""))
+        why = " (the step image's entrypoint runs)" if others[0] == "Entrypoint" else ""
+        raise Refusal(f"{others[0]} not allowed{why}")
     checked["HostConfig"] = host
     return json.dumps(checked, separators=(",", ":")).encode()
 

@@ -100,9 +100,10 @@ class Gate:
                 query = f"?{urllib.parse.urlencode(found.query)}" if found.query else ""
                 target = f"/v{found.api}/containers/create{query}"
             elif found.kind == "container":
-                target = await self._container_target(conn, writer, found)
-                if target is None:
+                checked = await self._container_target(conn, writer, found)
+                if checked is None:
                     return
+                target = checked
         except Refusal as refusal:
             await self._drain(conn, reader)
             self._refuse(conn, writer, method, target, refusal)
@@ -118,12 +119,13 @@ class Gate:
             raise Refusal("chunked request bodies are not accepted: send a Content-Length", 411)
         if not wanted and length not in (None, b"0"):
             raise Refusal("only POST /containers/create takes a request body", 400)
-        if wanted and length is None:
-            raise Refusal("create needs a Content-Length and a JSON body", 411)
-        if wanted and int(length) == 0:
-            raise Refusal("create with an empty body (Content-Length: 0)", 411)
-        if wanted and int(length) > policy.MAX_BODY:
-            raise Refusal(f"create body over {policy.MAX_BODY} bytes", 413)
+        if wanted:
+            if length is None:
+                raise Refusal("create needs a Content-Length and a JSON body", 411)
+            if int(length) == 0:
+                raise Refusal("create with an empty body (Content-Length: 0)", 411)
+            if int(length) > policy.MAX_BODY:
+                raise Refusal(f"create body over {policy.MAX_BODY} bytes", 413)
         chunks = []
         while isinstance(event := await _next(conn, reader), h11.Data):
             chunks.append(bytes(event.data))

@@ -42,7 +42,8 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 td.params{font-size:.82rem;color:#3a444e;min-width:12rem}
 .gate-failed{color:#c81e1e;font-weight:600}
 .gate-passed{color:#1f5e3d}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;padding:.5rem;border-radius:4px;font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;padding:.5rem;border-radius:4px;
+font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 figure{margin:1rem 0}
 svg{width:100%;max-width:760px;height:auto;display:block}
@@ -122,7 +123,7 @@ def trend_svg(points: list[RunSummary], metric: str, total: int) -> str:
     if not points:
         return f'<p class="note" id="trend-empty">No run has a value of {esc(label)} yet.</p>'
     width, height, left, right, top, bottom = 760, 280, 70, 150, 34, 46
-    values = [float(run.scores[metric]) for run in points]
+    values = [float(v) for run in points if (v := run.scores[metric]) is not None]  # trend() gave runs with it
     low, high = min(values), max(values)
     if high == low:  # one value: centre it in a band of ±5 %
         pad = 0.05 * abs(low) or 0.05
@@ -144,7 +145,7 @@ def trend_svg(points: list[RunSummary], metric: str, total: int) -> str:
     dots = "".join(
         f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="4.5" fill="{GATE_COLOURS[run.gate]}">'
         f"<title>{esc(run.run_id)}: {esc(spec.format(v))} (gate {esc(run.gate)})</title></circle>"
-        for i, (run, v) in enumerate(zip(points, values)))
+        for i, (run, v) in enumerate(zip(points, values, strict=True)))
     legend = "".join(
         f'<circle cx="{width - right + 22}" cy="{top + 12 + 20 * n}" r="4.5" fill="{colour}"/>'
         f'<text x="{width - right + 32}" y="{top + 16 + 20 * n}">quality gate {gate}</text>'
@@ -156,15 +157,18 @@ def trend_svg(points: list[RunSummary], metric: str, total: int) -> str:
         f'<svg id="trend" role="img" viewBox="0 0 {width} {height}" font-size="12" '
         f'font-family="system-ui,sans-serif" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{esc(title)}</title>"
-        f'<text x="{left + plot_w / 2}" y="18" text-anchor="middle" font-size="14" font-weight="600">{esc(title)}</text>'
+        f'<text x="{left + plot_w / 2}" y="18" text-anchor="middle" font-size="14" font-weight="600">'
+        f"{esc(title)}</text>"
         f"{ticks}"
         f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#59636e"/>'
         f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#59636e"/>'
         f'<polyline points="{line}" fill="none" stroke="#8a96a3" stroke-width="1.5"/>{dots}{legend}'
         f'<text x="{left}" y="{top + plot_h + 16}">{esc(first)}</text>'
         f'<text x="{left + plot_w}" y="{top + plot_h + 16}" text-anchor="end">{esc(last)}</text>'
-        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">runs, oldest to newest ({esc(shown)})</text>'
-        f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">{esc(LABELS[metric])}</text>'
+        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">'
+        f"runs, oldest to newest ({esc(shown)})</text>"
+        f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
+        f"{esc(LABELS[metric])}</text>"
         "</svg>")
 
 
@@ -184,6 +188,7 @@ def runs_page(runs: list[RunSummary], trend: list[RunSummary], *, sort: str, des
         f"<h1>clusterflow runs</h1><p class=\"note\">{len(runs)} runs on the data root. Scores and inertia are "
         "the best variant's, printed as the demo prints them (scores to 3 decimals, inertia to the integer). "
         "Click a column to sort by it.</p>"
-        f'<div class="scroll"><table id="runs"><thead><tr>{"".join(headers)}</tr></thead><tbody>{body}</tbody></table></div>'
+        f'<div class="scroll"><table id="runs"><thead><tr>{"".join(headers)}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
         f'<h2>Trend</h2><nav class="metrics">Plot: {choices}</nav>'
         f"<figure>{trend_svg(trend, metric, sum(r.scores.get(metric) is not None for r in runs))}</figure>"))

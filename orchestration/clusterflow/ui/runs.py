@@ -83,7 +83,7 @@ def summarize(root: Path, run_id: str) -> RunSummary:
     prepare = _json(root, run_id, files.manifest("prepare"))
     evaluate = _json(root, run_id, files.manifest("evaluate"))
     cluster = _json(root, run_id, files.manifest("cluster", best or (variants or ["-"])[0]))
-    best_scores = _dict(_dict(metrics.get("variants")).get(best))
+    best_scores = _dict(metrics["variants"][best]) if best is not None else {}
     gate, detail = _gate(metrics, evaluate)
     return RunSummary(
         run_id=run_id, date=prepare.get("started_at") or evaluate.get("finished_at"),
