@@ -194,3 +194,28 @@ def test_run_takes_digests_over_the_environment_and_refuses_a_bad_file_with_exit
     assert result.stderr.strip().splitlines() == [
         f"clusterflow: digests file {broken}: commit 'main': give the full 40-character commit id: "
         "give the file `make publish` wrote (images/digests.json)"]
+
+
+@pytest.mark.parametrize("ref, step", [
+    (f"{REGISTRY}/clusterflow/cluster@{DIGESTS['cluster']}", "cluster"),
+    (f"{REGISTRY}/clusterflow/report@sha256:{'a' * 64}", "report"),  # any digest: registry mode
+    (f"{REGISTRY}/clusterflow/cluster:0.1.0", None),  # a tag, not a digest
+    (f"{REGISTRY}/clusterflow/base@{DIGESTS['base']}", None),  # published, but no step
+    (f"127.0.0.1:6000/clusterflow/cluster@{DIGESTS['cluster']}", None),  # another registry
+    (f"evil.example/{REGISTRY}/clusterflow/cluster@{DIGESTS['cluster']}", None),
+])
+def test_a_step_pinned_in_a_registry_is_named_by_its_digest_there(ref, step):
+    assert pinning.pinned_step(ref, REGISTRY) == step
+    assert step is None or pinning.pinned_ref(REGISTRY, step, ref.rpartition("@")[2]) == ref
+
+
+@pytest.mark.parametrize("ref, parts", [
+    ("clusterflow/prepare:0.1.0", (None, "prepare", "0.1.0", None)),
+    (f"{REGISTRY}/clusterflow/cluster@{DIGESTS['cluster']}", (REGISTRY, "cluster", None, DIGESTS["cluster"])),
+    ("localhost/clusterflow/report", ("localhost", "report", None, None)),
+    ("registry.example.org/acme/clusterflow/prepare:1", None),  # a registry path: no engine host
+    ("clusterflow/train:1", None), ("clusterflow/prepare:-x", None), ("Clusterflow/prepare:1", None),
+])
+def test_a_step_image_reference_splits_into_host_step_tag_and_digest(ref, parts):
+    found = pinning.STEP_IMAGE.fullmatch(ref)
+    assert (found and (found["host"], found["step"], found["tag"], found["digest"])) == parts

@@ -194,3 +194,9 @@ def test_the_steps_page_shows_each_steps_docker_run_line_escaped(tmp_path):
     assert pages.steps_page("r1", []).count('id="message"') == 1
     (layout.run_dir / "cluster/evil").symlink_to(layout.run_dir / "cluster/random")  # not a variant directory
     assert [key for key, _ in runs.step_lines(tmp_path, "r1")].count("cluster/evil") == 0
+
+
+def test_an_empty_runs_table_spans_every_column():
+    page = render({})
+    header_cells = page[page.index("<thead>"):page.index("</thead>")].count("<th ")
+    assert header_cells == 10 and f'<td colspan="{header_cells}">No runs under the data root yet.' in page
