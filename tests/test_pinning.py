@@ -61,7 +61,8 @@ def test_a_registry_alone_is_resolved_once_per_step_from_the_tag_and_then_only_d
 def test_neither_is_the_local_builds_by_tag_and_needs_no_engine():
     images = pinning.resolve({}, "1.2.3")
     assert images.mode == "local" and not images.pinned
-    assert dict(images.refs) == {step: f"clusterflow/{step}:1.2.3" for step in ("prepare", "cluster", "evaluate", "report")}
+    assert dict(images.refs) == {step: f"clusterflow/{step}:1.2.3"
+                                 for step in ("prepare", "cluster", "evaluate", "report")}
     assert all(pinning.pinned_digest(ref) is None for ref in images.refs.values())
 
 
@@ -135,7 +136,8 @@ def test_an_unusable_registry_is_refused_before_any_engine_is_asked(registry):
 
 @pytest.mark.parametrize("answer", ["sha256:abc", "latest", None, "sha512:" + "0" * 128])
 def test_an_engine_answer_that_is_not_a_manifest_digest_is_refused(answer):
-    with pytest.raises(ValueError, match=r"^127.0.0.1:5000/clusterflow/prepare:0.1.0: the engine gave .*, not a sha256"):
+    with pytest.raises(ValueError,
+                       match=r"^127.0.0.1:5000/clusterflow/prepare:0.1.0: the engine gave .*, not a sha256"):
         pinning.resolve({pinning.REGISTRY_ENV: REGISTRY}, "0.1.0", lambda ref: answer)
 
 

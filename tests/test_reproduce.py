@@ -85,8 +85,8 @@ def test_a_manifest_without_its_arguments_or_image_gets_no_line(recorded):
 
 def test_steps_record_their_arguments_but_not_where_the_data_root_was_mounted(data_dir):
     argv = manifest(data_dir)["argv"]
-    assert sorted(zip(argv[::2], argv[1::2])) == [("--init", "random"), ("--n-init", "1"), ("--run-id", RUN),
-                                                    ("--variant", "random")]
+    assert sorted(zip(argv[::2], argv[1::2], strict=True)) == [("--init", "random"), ("--n-init", "1"),
+                                                                ("--run-id", RUN), ("--variant", "random")]
 
 
 # --- what reproduce refuses ------------------------------------------------------------------------
@@ -159,7 +159,8 @@ def test_inputs_are_copied_only_while_their_sha256_is_the_manifests(data_dir, tm
     assert "prepare/features.npy" in found.inputs and found.args[-1] == "--no-cache"
     scratch = tmp_path / "scratch"
     reproduce.copy_inputs(copy, RUN, found.inputs, scratch)
-    assert (scratch / "prepare/features.npy").read_bytes() == (copy / "runs" / RUN / "prepare/features.npy").read_bytes()
+    assert (scratch / "prepare/features.npy").read_bytes() == \
+        (copy / "runs" / RUN / "prepare/features.npy").read_bytes()
     features = copy / "runs" / RUN / "prepare/features.npy"
     features.write_bytes(features.read_bytes() + b"\0")
     with pytest.raises(reproduce.Refused, match="inputs changed since the run"):

@@ -76,8 +76,9 @@ def run_prepare(client: docker.DockerClient, data_dir: Path) -> list[str]:
     return lines
 
 
-def test_escapes_are_refused_and_a_step_runs_through_the_gate(gate: docker.DockerClient, engine: docker.DockerClient,
-                                                              data_dir: Path) -> None:  # noqa: F811
+def test_escapes_are_refused_and_a_step_runs_through_the_gate(gate: docker.DockerClient,
+                                                              engine: docker.DockerClient,  # noqa: F811
+                                                              data_dir: Path) -> None:
     assert_escapes_refused(gate, data_dir)
     run_prepare(gate, data_dir)
     assert (data_dir / "runs/r1/prepare/features.npy").is_file()
@@ -98,8 +99,9 @@ def test_dockeroperator_streams_a_step_and_its_commit_through_the_gate(gate: doc
     assert not engine.containers.list(all=True, filters={"label": "io.clusterflow.run_id=r1"})
 
 
-def test_the_gate_image_holds_the_socket_and_nothing_more(gate_image: str, engine: docker.DockerClient,
-                                                          data_dir: Path) -> None:  # noqa: F811
+def test_the_gate_image_holds_the_socket_and_nothing_more(gate_image: str,
+                                                          engine: docker.DockerClient,  # noqa: F811
+                                                          data_dir: Path) -> None:
     port = free_port()
     container = engine.containers.run(
         gate_image, detach=True, remove=True, read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],

@@ -214,7 +214,8 @@ OTHER = [
 
 
 def pull(from_image: str, tag: str, **extra: str) -> tuple[str, str, None]:
-    return "POST", "/v1.41/images/create?" + urllib.parse.urlencode({"fromImage": from_image, "tag": tag, **extra}), None
+    query = urllib.parse.urlencode({"fromImage": from_image, "tag": tag, **extra})
+    return "POST", "/v1.41/images/create?" + query, None
 
 
 P = "127.0.0.1:5000/clusterflow/prepare"  # the registry of the pinned and registry gates
