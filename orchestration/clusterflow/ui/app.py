@@ -39,8 +39,8 @@ async def _login_redirect(request: Request, exc: HTTPException) -> Response:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="clusterflow reports", docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID))])
-    app.add_exception_handler(HTTPException, _login_redirect)  # type: ignore[arg-type]  # Starlette types every handler's exc as Exception
+                  dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID))],
+                  exception_handlers={HTTPException: _login_redirect})
 
     @app.get(f"/{pages.RUNS_PAGE}")
     def runs_page(sort: str = "date", order: str = "desc", metric: str = "adjusted_mutual_info") -> Response:
