@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import sys
@@ -32,8 +31,7 @@ from clusterflow.runner import LocalRunner, PipelineImageMissing
 from clusterflow.ui import files
 from clusterflow_steps.contract import CACHE, MANIFEST, MANIFEST_SCHEMA, RUNS, VARIANT, RunLayout
 
-_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # one component of an input or output name
-_OPTIONS_REFUSED = ("--commit-cache", "--data-root")  # a commit, and a data root other than the mount
+_OPTIONS_REFUSED = (spec.COMMIT_CACHE_FLAG, "--data-root")  # a commit, and a data root other than the mount
 
 
 class Refused(click.ClickException):
@@ -58,7 +56,7 @@ class Plan:
 
 def _names(name: Any, what: str) -> list[str]:
     parts = name.split("/") if isinstance(name, str) else [""]
-    if not all(_NAME.fullmatch(part) for part in parts):
+    if not all(files.COMPONENT.fullmatch(part) for part in parts):
         raise Refused(f"the manifest lists {what} {name!r}, not a plain path below the run directory: "
                       "reproduce copies only files of the run")
     return parts

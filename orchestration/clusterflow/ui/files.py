@@ -22,7 +22,7 @@ DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
 DEFAULT_DATA_ROOT = "/data"
 SERVED = (REPORT.name, METRICS.name, MANIFEST)
 MAX_BYTES = 32 * 1024 * 1024
-_COMPONENT = re.compile(r"[A-Za-z0-9._+-]{1,128}")
+COMPONENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # a plain name below a run: no '.', '..', '.x'
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_FOUND = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.ENXIO)
 
@@ -59,7 +59,7 @@ def _names(run_id: str, relative: str) -> list[str]:
     if RUN_ID.problem(run_id):
         raise NotServed(f"no such run: {run_id!r} is not a valid run id", 400)
     parts = relative.split("/")
-    if any(not _COMPONENT.fullmatch(part) or part.startswith(".") for part in parts):
+    if not all(COMPONENT.fullmatch(part) for part in parts):
         raise NotServed(f"refused path {relative!r}: only plain names below the run directory", 400)
     if parts[-1] not in SERVED:
         raise NotServed(f"refused path {relative!r}: only {', '.join(SERVED)} are served", 400)
