@@ -21,7 +21,7 @@ from clusterflow.version import VERSION
 
 def _param_options(command: Any) -> Any:
     """One click option per :class:`spec.PipelineParams` field, from the one parameter table."""
-    for option in reversed(PIPELINE.values()):
+    for option in reversed(list(PIPELINE.values())):
         settings: dict[str, Any] = {"help": option.help, "default": option.default,
                                     "show_default": option.show_default or True}
         if option.multiple:  # --init, repeated: one cluster task per strategy
