@@ -11,12 +11,12 @@ from typing import Any
 import click
 import docker
 import docker.errors
-from clusterflow_steps.params import PIPELINE
 
 from clusterflow import dataroot, pinning, spec
 from clusterflow.reproduce import reproduce_command
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
+from clusterflow_steps.params import PIPELINE
 
 
 def _param_options(command: Any) -> Any:
