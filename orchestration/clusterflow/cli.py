@@ -28,7 +28,7 @@ def _param_options(command: Any) -> Any:
             decl = click.option("--init", option.name, multiple=True, type=click.Choice(option.choices or ()),
                                 **settings)
         elif option.kind is bool:
-            decl = click.option(f"{option.flag}/--no-{option.flag[2:]}", option.name, **settings)
+            decl = click.option(f"{option.flag}/{option.no_flag}", option.name, **settings)
         else:  # bounds are PipelineParams' to check: its one-line message
             decl = click.option(option.flag, option.name, type=option.kind, **settings)
         command = decl(command)

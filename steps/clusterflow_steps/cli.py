@@ -51,7 +51,7 @@ def click_option(option: Option, **override: Any) -> Callable[[Callable[..., Any
         kind = click.Choice(option.choices)
     elif option.minimum is not None:
         kind = click.IntRange(min=option.minimum)
-    decls = [f"{option.flag}/--no-{option.flag[2:]}" if option.kind is bool else option.flag]
+    decls = [f"{option.flag}/{option.no_flag}" if option.kind is bool else option.flag]
     settings: dict[str, Any] = {"default": option.default, "help": option.help, "envvar": option.envvar,
                                 "show_envvar": True}
     if option.kind is not bool:

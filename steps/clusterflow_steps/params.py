@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterflow_steps.contract import ENV_PREFIX, STEPS
+from clusterflow_steps.contract import ENV_PREFIX, NO_CACHE_ENV, STEPS
 
 INITS = ("k-means++", "random", "pca")
 BUILTIN_DATASETS = ("digits", "synthetic")
@@ -59,6 +59,11 @@ class Option:
     @property
     def flag(self) -> str:
         return flag(self.name)
+
+    @property
+    def no_flag(self) -> str:
+        """The flag that turns a bool option off: ``--no-cache``."""
+        return "--no-" + self.flag[2:]
 
     @property
     def envvar(self) -> str:
@@ -127,7 +132,7 @@ class PipelineParams:
     max_inertia: float | None = _gate("at most", "inertia")
     cache: bool = _param(True, "Reuse the outputs of an identical earlier run of a step (same image digest, "
                                "params and input files) from <data root>/cache/; --no-cache (or, for a step, "
-                               "CLUSTERFLOW_NO_CACHE=1) always runs it.", STEPS)
+                               f"{NO_CACHE_ENV}=1) always runs it.", STEPS)
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -155,7 +160,7 @@ class PipelineParams:
             if step not in option.steps or value is None or (option.when and not option.when(self)):
                 continue
             if isinstance(value, bool):
-                args.append(option.flag if value else "--no-" + option.flag[2:])
+                args.append(option.flag if value else option.no_flag)
             else:
                 args += [option.flag, str(value)]
         return args
