@@ -14,6 +14,7 @@ from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command, step_options
 from clusterflow_steps.contract import METRICS, PROJECTION, PROJECTION_MIN_FEATURES, RunLayout
 from clusterflow_steps.evaluate import gate, inputs, metrics, projection
+from clusterflow_steps.params import OPTIONS
 from clusterflow_steps.progress import Progress
 
 
@@ -38,7 +39,7 @@ def main(layout: RunLayout, use_cache: bool, seed: int, rank_by: str | None, **l
     features, has_labels = prepared.features, prepared.has_labels
     thresholds = gate.thresholds(limits, has_labels)
     ranked_by = rank_by or metrics.default_rank_by(has_labels)
-    metrics.require_labels(ranked_by, "--rank-by", has_labels)
+    metrics.require_labels(ranked_by, OPTIONS["rank_by"].flag, has_labels)
     variants = layout.cluster_variants()
     read = {**prepared.read, **inputs.variant_inputs(layout, variants)}
 
