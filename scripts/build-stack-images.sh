@@ -68,14 +68,14 @@ trap 'rm -rf "$contexts"' EXIT
 clean() { find "$1" \( -name __pycache__ -o -name '*.pyc' -o -name tests \) -prune -exec rm -rf {} +; chmod -R u=rwX,go=rX "$1"; }
 
 # The launch gate: its modules only (the clusterflow package's spec and pinning; spec needs
-# clusterflow_steps' contract and launch policy), so an edit elsewhere in the package keeps its layers.
+# clusterflow_steps' contract, parameter table and launch policy), so an edit elsewhere in the package keeps its layers.
 gate=$contexts/launch-gate
 mkdir -p "$gate/app/clusterflow" "$gate/app/clusterflow_steps" "$gate/images"
 cp orchestration/clusterflow/__init__.py orchestration/clusterflow/spec.py orchestration/clusterflow/pinning.py \
    "$gate/app/clusterflow/"
 cp -r orchestration/clusterflow/gate "$gate/app/clusterflow/"
 cp steps/clusterflow_steps/__init__.py steps/clusterflow_steps/contract.py steps/clusterflow_steps/launch.py \
-   "$gate/app/clusterflow_steps/"
+   steps/clusterflow_steps/params.py "$gate/app/clusterflow_steps/"
 cp -r images/launch-gate "$gate/images/"
 clean "$gate"
 build launch-gate "$gate" "$gate/images/launch-gate/Dockerfile" "clusterflow/launch-gate:$VERSION" \

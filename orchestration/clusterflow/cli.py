@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +16,22 @@ from clusterflow import dataroot, pinning, spec
 from clusterflow.reproduce import reproduce_command
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
+from clusterflow_steps.params import PIPELINE
 
 
 def _param_options(command: Any) -> Any:
-    """One click option per :class:`spec.PipelineParams` field, so the list lives only in the spec."""
-    hints = typing.get_type_hints(spec.PipelineParams)
-    for f in reversed(dataclasses.fields(spec.PipelineParams)):
-        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
-        extra: dict[str, Any] = {"help": f.metadata["help"], "show_default": True}
-        if f.name == "inits":
-            option = click.option("--init", "inits", multiple=True, type=click.Choice(spec.INITS),
-                                  default=f.default, **extra)
-        elif kind is bool:
-            option = click.option(f"{flag}/--no-{flag[2:]}", default=f.default, **extra)
-        else:
-            base = next(t for t in typing.get_args(kind) or (kind,) if t is not type(None))
-            option = click.option(flag, type=base, default=f.default, **extra)
-        command = option(command)
+    """One click option per :class:`spec.PipelineParams` field, from the one parameter table."""
+    for option in reversed(list(PIPELINE.values())):
+        settings: dict[str, Any] = {"help": option.help, "default": option.default,
+                                    "show_default": option.show_default or True}
+        if option.multiple:  # --init, repeated: one cluster task per strategy
+            decl = click.option("--init", option.name, multiple=True, type=click.Choice(option.choices or ()),
+                                **settings)
+        elif option.kind is bool:
+            decl = click.option(f"{option.flag}/{option.no_flag}", option.name, **settings)
+        else:  # bounds are PipelineParams' to check: its one-line message
+            decl = click.option(option.flag, option.name, type=option.kind, **settings)
+        command = decl(command)
     return command
 
 
@@ -60,8 +57,7 @@ def main() -> None:
 def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs: int | None, **params: Any) -> None:
     """Run prepare, cluster (one per init, concurrently), evaluate and report as containers."""
     try:
-        pipeline_params = spec.PipelineParams(**{k: tuple(v) if isinstance(v, tuple) else v
-                                                 for k, v in params.items()})
+        pipeline_params = spec.PipelineParams(**params)
         spec.validate_run_id(run_id)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

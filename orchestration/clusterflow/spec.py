@@ -10,20 +10,20 @@ import dataclasses
 import hashlib
 import os
 import re
-import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from clusterflow_steps.contract import IMAGE_DIGEST_ENV, IMAGE_ENV, QUALITY_GATE_EXIT, RUN_ID, STEPS, VARIANT
 from clusterflow_steps.launch import CACHE_MOUNT, CONTAINER_POLICY, DATA_MOUNT, INPUT_MOUNT, STEP_USER
+from clusterflow_steps.params import BUILTIN_DATASETS as BUILTIN_DATASETS
+from clusterflow_steps.params import COMMIT_CACHE_FLAG as COMMIT_CACHE_FLAG
+from clusterflow_steps.params import FIELDS as FIELDS
+from clusterflow_steps.params import INITS as INITS
+from clusterflow_steps.params import PipelineParams as PipelineParams
+from clusterflow_steps.params import param_schema as param_schema
 
-INITS = ("k-means++", "random", "pca")
-BUILTIN_DATASETS = ("digits", "synthetic")
 CACHE_SOURCE_ENV = "CLUSTERFLOW_CACHE_SOURCE"
-COMMIT_CACHE_FLAG = "--commit-cache"
 IMAGE_REPOSITORY = "clusterflow"
 LABEL_PREFIX = "io.clusterflow"
 
@@ -76,83 +76,6 @@ def step_limits(env: typing.Mapping[str, str] | None = None) -> StepLimits:
     if not 0.01 <= cpus < float("inf"):
         raise ValueError(f"{STEP_CPUS_ENV}={cpus_text!r}: give a number of CPUs of at least 0.01, e.g. 1.5")
     return StepLimits(memory, cpus)
-
-
-def _param(default: Any, help: str, steps: tuple[str, ...], *, flag: str | None = None,
-           when: Callable[[PipelineParams], bool] | None = None, **schema: Any) -> Any:
-    return field(default=default, metadata={
-        "help": help, "steps": steps, "flag": flag, "when": when, "schema": schema})
-
-
-def _synthetic(params: PipelineParams) -> bool:
-    return params.dataset == "synthetic"
-
-
-@dataclass(frozen=True)
-class PipelineParams:
-    """Run parameters; the defaults reproduce the scikit-learn digits demo."""
-
-    dataset: str = _param("digits", "digits, synthetic, or a .csv/.npy/.npz file", ("prepare",))
-    label_column: str | None = _param(None, "CSV column holding true labels", ("prepare",))
-    n_samples: int = _param(10_000, "synthetic: number of samples", ("prepare",), when=_synthetic, minimum=2)
-    n_features: int = _param(64, "synthetic: number of features", ("prepare",), when=_synthetic, minimum=1)
-    n_centers: int = _param(10, "synthetic: number of blob centers", ("prepare",), when=_synthetic, minimum=1)
-    n_clusters: int | None = _param(None, "clusters (default: number of distinct labels)", ("cluster",),
-                                    minimum=2)
-    inits: tuple[str, ...] = _param(INITS, "init strategies; one cluster task per strategy", ("cluster",))
-    n_init: int = _param(4, "K-Means runs per fit (the pca init always runs once)", ("cluster",), minimum=1)
-    seed: int = _param(0, "random seed of data, fits, silhouette and figure sampling",
-                       ("prepare", "cluster", "evaluate"), minimum=0)
-    minibatch: bool = _param(False, "use MiniBatchKMeans (features standardised in place: one copy in memory)", ("cluster",))
-    min_ari: float | None = _param(None, "quality gate: minimum adjusted Rand index", ("evaluate",))
-    min_ami: float | None = _param(None, "quality gate: minimum adjusted mutual information", ("evaluate",))
-    min_v_measure: float | None = _param(None, "quality gate: minimum V-measure", ("evaluate",))
-    min_silhouette: float | None = _param(None, "quality gate: minimum silhouette", ("evaluate",))
-    max_inertia: float | None = _param(None, "quality gate: maximum inertia", ("evaluate",))
-    cache: bool = _param(True, "reuse the outputs of identical earlier step runs (--no-cache: recompute)",
-                         STEPS)
-
-    def __post_init__(self) -> None:
-        problem = self.problem()
-        if problem:
-            raise ValueError(problem)
-
-    def problem(self) -> str | None:
-        """One line saying what is wrong with these params and how to fix it, or ``None``."""
-        if not self.inits or len(set(self.inits)) != len(self.inits):
-            return f"inits {list(self.inits)!r}: give one or more distinct strategies of {', '.join(INITS)}"
-        unknown = [i for i in self.inits if i not in INITS]
-        if unknown:
-            return f"unknown init {unknown[0]!r}: choose from {', '.join(INITS)}"
-        if self.n_clusters is not None and self.n_clusters < 2:
-            return f"n_clusters {self.n_clusters}: use 2 or more"
-        for name in ("n_init", "n_samples", "n_features", "n_centers", "seed"):
-            minimum = FIELDS[name].metadata["schema"]["minimum"]
-            if getattr(self, name) < minimum:
-                return f"{name} {getattr(self, name)}: use {minimum} or more"
-        return None
-
-    def flags(self, step: str) -> list[str]:
-        """Command-line flags of ``step`` for these params (the cluster init comes per task)."""
-        args: list[str] = []
-        for f in dataclasses.fields(self):
-            meta, value = f.metadata, getattr(self, f.name)
-            if step not in meta["steps"] or f.name == "inits" or value is None:
-                continue
-            if meta["when"] is not None and not meta["when"](self):
-                continue
-            flag = meta["flag"] or "--" + f.name.replace("_", "-")
-            if isinstance(value, bool):
-                args.append(flag if value else "--no-" + flag[2:])
-            else:
-                args += [flag, str(value)]
-        return args
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(PipelineParams)}
 
 
 @dataclass(frozen=True)
@@ -306,22 +229,3 @@ def safe_run_id(value: str) -> str:
     body = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", value)).lstrip(".-")
     body = body[:RUN_ID.longest - len(digest) - 1].rstrip(".-")
     return validate_run_id(f"{body}-{digest}" if body else digest)
-
-
-_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
-
-
-def param_schema(name: str) -> dict[str, Any]:
-    """The JSON schema of one :class:`PipelineParams` field (for Airflow's ``Param``)."""
-    f = FIELDS[name]
-    hint = typing.get_type_hints(PipelineParams)[name]
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    schema: dict[str, Any] = {"description": f.metadata["help"], **f.metadata["schema"]}
-    if name == "inits":
-        schema.update(type="array", items={"type": "string", "enum": list(INITS)}, minItems=1, uniqueItems=True)
-    else:
-        names = [_JSON_TYPES[k] for k in kinds]
-        schema["type"] = names[0] if len(names) == 1 else sorted(names, key=lambda t: t == "null")
-    if name == "dataset":
-        schema["minLength"] = 1
-    return schema

@@ -39,10 +39,11 @@ from typing import Any
 
 import click
 
-from clusterflow_steps.cli import COMMIT_FLAG, commit_requested
+from clusterflow_steps.cli import commit_requested
 from clusterflow_steps.artifacts import (NO_CACHE, StepRun, UserError, _now, atomic_dir, input_name, sha256_file,
                                          step_output, write_manifest)
 from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, RunLayout
+from clusterflow_steps.params import COMMIT_CACHE_FLAG
 
 KEY_SCHEMA = "clusterflow.cache/1"
 # What a manifest says about the data it describes; the rest is bookkeeping of one execution.
@@ -197,7 +198,7 @@ def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, 
     """
     target = layout.step_dir(step, variant)
     if key is None:
-        raise UserError(f"{step}: {COMMIT_FLAG} needs the image digest ({IMAGE_DIGEST_ENV}, which the "
+        raise UserError(f"{step}: {COMMIT_CACHE_FLAG} needs the image digest ({IMAGE_DIGEST_ENV}, which the "
                         "orchestrators set): without it nothing is cached")
     manifest = _read_manifest(target)
     if manifest is None:

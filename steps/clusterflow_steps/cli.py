@@ -1,4 +1,5 @@
-"""What every step's click shell shares: the run options and env-var settings."""
+"""What every step's click shell shares: the run options, the options of the parameter table and
+env-var settings."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import click
 
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.contract import ENV_PREFIX, NO_CACHE_ENV, ContractError, RunLayout
+from clusterflow_steps.params import COMMIT_CACHE_FLAG, OPTIONS, Option, of_step
 
-COMMIT_FLAG = "--commit-cache"
 _COMMIT_META = "clusterflow.commit_cache"
 
 
@@ -42,6 +43,36 @@ def step_command(help_text: str) -> Callable[[Callable[..., Any]], click.Command
         "auto_envvar_prefix": ENV_PREFIX, "show_default": True, "help_option_names": ["-h", "--help"]})
 
 
+def click_option(option: Option, **override: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``option`` as a click option settable as its env var; ``override``: click keywords the step
+    computes itself (a default that depends on the container)."""
+    kind: Any = option.kind
+    if option.choices:
+        kind = click.Choice(option.choices)
+    elif option.minimum is not None:
+        kind = click.IntRange(min=option.minimum)
+    decls = [f"{option.flag}/{option.no_flag}" if option.kind is bool else option.flag]
+    settings: dict[str, Any] = {"default": option.default, "help": option.help, "envvar": option.envvar,
+                                "show_envvar": True}
+    if option.kind is not bool:
+        settings["type"] = kind
+    if option.show_default:
+        settings["show_default"] = option.show_default
+    return click.option(*decls, option.name, **{**settings, **override})
+
+
+def step_options(step: str, **overrides: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add every option of ``step`` from :mod:`clusterflow_steps.params` (``overrides``: option name ->
+    click keywords, see :func:`click_option`)."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(of_step(step)):
+            command = click_option(option, **overrides.get(option.name, {}))(command)
+        return command
+
+    return decorate
+
+
 def _cache_setting(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     """``--cache/--no-cache`` (or ``CLUSTERFLOW_CACHE``) wins; else ``CLUSTERFLOW_NO_CACHE=1`` turns it off."""
     if ctx.get_parameter_source(param.name or "") == click.core.ParameterSource.DEFAULT:
@@ -59,22 +90,17 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
                   default=Path("/data"), show_envvar=True,
                   help="Data root holding runs/<run_id>/ (mounted at /data in containers).")
-    @click.option("--cache/--no-cache", "use_cache", default=True, envvar=f"{ENV_PREFIX}_CACHE", show_envvar=True,
-                  callback=_cache_setting,
-                  help="Reuse the outputs of an identical earlier run of this step (same image digest, "
-                       "params and input files) from <data root>/cache/; --no-cache (or "
-                       f"{NO_CACHE_ENV}=1) always runs it.")
-    # Only ever on the command line (no CLUSTERFLOW_COMMIT_CACHE): a commit is an explicit act.
-    @click.option(COMMIT_FLAG, "commit_cache", is_flag=True, allow_from_autoenv=False,
+    @click_option(OPTIONS["cache"], callback=_cache_setting)
+    @click.option(COMMIT_CACHE_FLAG, "commit_cache", is_flag=True, allow_from_autoenv=False,
                   help="Run nothing: put the outputs this same command already wrote to runs/<run_id>/ "
                        "into <data root>/cache/, read-only (with --no-cache replacing an entry). The "
                        "orchestrators run it after each step, in a container that alone can write the "
                        "cache. Refuses (exit 2, nothing stored) unless the step's manifest has exactly "
                        "this command's cache key and params and its files match their sha256.")
     @functools.wraps(command)
-    def with_layout(run_id: str, data_root: Path, commit_cache: bool, **kwargs: Any) -> Any:
+    def with_layout(run_id: str, data_root: Path, cache: bool, commit_cache: bool, **kwargs: Any) -> Any:
         click.get_current_context().meta[_COMMIT_META] = commit_cache
-        return command(layout=RunLayout(data_root, run_id), **kwargs)
+        return command(layout=RunLayout(data_root, run_id), use_cache=cache, **kwargs)
 
     return with_layout
 

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 4 << 20  # rows per pass of the chunked standardisation: about this many bytes (the
 # scaler's float64 temporaries are a few times one chunk: 16 MiB chunks peaked 21 MiB higher at 1M)
 
-INITS = ("k-means++", "random", "pca")
-
 
 @dataclass(frozen=True)
 class Clustering:

@@ -8,20 +8,8 @@ from typing import Any
 
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.evaluate.metrics import require_labels
-
-# option -> the metric it bounds; "--min-*" are lower bounds, "--max-*" upper bounds
-OPTIONS = {
-    "--min-ari": "adjusted_rand",
-    "--min-ami": "adjusted_mutual_info",
-    "--min-v-measure": "v_measure",
-    "--min-silhouette": "silhouette",
-    "--max-inertia": "inertia",
-}
-
-
-def option_key(option: str) -> str:
-    """An option's click parameter name, also its key in ``metrics.json``: ``--min-ari`` -> ``min_ari``."""
-    return option[2:].replace("-", "_")
+from clusterflow_steps.params import GATE as OPTIONS  # option -> the metric it bounds
+from clusterflow_steps.params import option_name as option_key
 
 
 @dataclass(frozen=True)

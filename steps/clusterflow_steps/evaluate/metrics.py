@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from clusterflow_steps.artifacts import UserError
+from clusterflow_steps.params import LABEL_METRICS
 
-# each is sklearn.metrics.<name>_score(true labels, labels)
-LABEL_METRICS = ("homogeneity", "completeness", "v_measure", "adjusted_rand", "adjusted_mutual_info")
-RANKABLE = ("inertia", *LABEL_METRICS, "silhouette")
+# LABEL_METRICS: each is sklearn.metrics.<name>_score(true labels, labels)
 ASCENDING = frozenset({"inertia"})  # lower is better; every other rankable metric: higher is better
 SILHOUETTE_SAMPLE = 300
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from clusterflow_steps.artifacts import UserError
+from clusterflow_steps.params import BUILTIN_DATASETS as BUILTIN
 from clusterflow_steps.prepare.limits import Limits
 
-BUILTIN = ("digits", "synthetic")
 FILE_TYPES = (".csv", ".npy", ".npz")
 CSV_ENCODING = "utf-8-sig"  # tolerates the byte-order mark spreadsheet exports start with
 

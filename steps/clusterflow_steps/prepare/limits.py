@@ -25,10 +25,11 @@ import numpy as np
 
 from clusterflow_steps.cli import ENV_PREFIX
 from clusterflow_steps.artifacts import UserError
+from clusterflow_steps.params import OPTIONS
 from clusterflow_steps.threads import CGROUP
 
-INPUT_BYTES_OPTION = "--max-input-bytes"
-CELL_CHARS_OPTION = "--max-csv-cell-chars"
+INPUT_BYTES_OPTION = OPTIONS["max_input_bytes"].flag
+CELL_CHARS_OPTION = OPTIONS["max_csv_cell_chars"].flag
 FALLBACK_INPUT_BYTES = 1 << 30  # without a cgroup memory limit
 # The loaded data, its float64 copy, numpy's parse buffers and the written file share the step's
 # memory: a quarter of it keeps them inside together.

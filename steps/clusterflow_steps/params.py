@@ -1,0 +1,212 @@
+"""Every option of the pipeline and its steps, declared once.
+
+:class:`PipelineParams` declares the run parameters (one field each, with its help, the steps that
+take it and its bounds); :data:`STEP_ONLY` the options a step takes that are no run parameter.
+:data:`OPTIONS` views both as :class:`Option` rows, from which come the step CLIs' click options
+(:func:`clusterflow_steps.cli.step_options`), the commands the spec renders
+(:meth:`PipelineParams.flags`), the Airflow Params (:meth:`Option.schema`) and the local CLI's options.
+
+Pure standard library: the step images and the launch gate (through the spec) import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterflow_steps.contract import ENV_PREFIX, NO_CACHE_ENV, STEPS
+
+INITS = ("k-means++", "random", "pca")
+BUILTIN_DATASETS = ("digits", "synthetic")
+LABEL_METRICS = ("homogeneity", "completeness", "v_measure", "adjusted_rand", "adjusted_mutual_info")
+RANKABLE = ("inertia", *LABEL_METRICS, "silhouette")  # metrics --rank-by can pick the best variant by
+# Only ever on a step's command line (no CLUSTERFLOW_COMMIT_CACHE): a commit is an explicit act.
+COMMIT_CACHE_FLAG = "--commit-cache"
+
+
+def flag(name: str) -> str:
+    """An option's command-line flag: ``n_init`` -> ``--n-init``."""
+    return "--" + name.replace("_", "-")
+
+
+def option_name(option: str) -> str:
+    """A flag's option name, also its click parameter and its key in ``metrics.json``: ``--min-ari`` -> ``min_ari``."""
+    return option[2:].replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: what a step CLI, the local CLI and an Airflow Param are made of."""
+
+    name: str
+    kind: type  # of its value: str, int, float or bool
+    default: Any
+    help: str
+    steps: tuple[str, ...]  # the step CLIs that take it
+    pipeline: bool = True  # a PipelineParams field; else an option of its steps only
+    optional: bool = False  # may be None: unset
+    minimum: int | None = None
+    choices: tuple[str, ...] | None = None
+    multiple: bool = False  # a tuple of values (the local CLI repeats the flag)
+    when: Callable[[PipelineParams], bool] | None = None  # passed to its steps only when this holds
+    show_default: str | None = None  # what the default is, where it is not a plain value
+    gate_metric: str | None = None  # a quality-gate threshold on this metric (--min-*: lower bound)
+
+    @property
+    def flag(self) -> str:
+        return flag(self.name)
+
+    @property
+    def no_flag(self) -> str:
+        """The flag that turns a bool option off: ``--no-cache``."""
+        return "--no-" + self.flag[2:]
+
+    @property
+    def envvar(self) -> str:
+        return f"{ENV_PREFIX}_{self.name.upper()}"
+
+    def schema(self) -> dict[str, Any]:
+        """Its JSON schema (for Airflow's ``Param``)."""
+        found: dict[str, Any] = {"description": self.help}
+        if self.minimum is not None:
+            found["minimum"] = self.minimum
+        if self.multiple:
+            return {**found, "type": "array", "items": {"type": "string", "enum": list(self.choices or ())},
+                    "minItems": 1, "uniqueItems": True}
+        found["type"] = [_JSON_TYPES[self.kind], "null"] if self.optional else _JSON_TYPES[self.kind]
+        if self.kind is str and not self.optional:
+            found["minLength"] = 1
+        return found
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _param(default: Any, help: str, steps: tuple[str, ...], **option: Any) -> Any:
+    return field(default=default, metadata={"help": help, "steps": steps, "option": option})
+
+
+def _synthetic(params: PipelineParams) -> bool:
+    return params.dataset == "synthetic"
+
+
+def _gate(bound: str, metric: str, what: str | None = None) -> Any:
+    named = f"{what} ({metric})" if what else metric
+    return _param(None, f"Quality gate: the best variant's {named} must be {bound} this.", ("evaluate",),
+                  gate_metric=metric)
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """Run parameters; the defaults reproduce the scikit-learn digits demo."""
+
+    dataset: str = _param("digits", "digits (load_digits), synthetic (Gaussian blobs) or the path of a .csv "
+                                    "(header row), .npy (2-D features) or .npz (array X, optional y) file.",
+                          ("prepare",))
+    label_column: str | None = _param(None, ".csv only: the column holding true labels (default: the data "
+                                            "have no labels).", ("prepare",))
+    n_samples: int = _param(10_000, "synthetic: number of samples.", ("prepare",), when=_synthetic, minimum=2)
+    n_features: int = _param(64, "synthetic: number of features.", ("prepare",), when=_synthetic, minimum=1)
+    n_centers: int = _param(10, "synthetic: number of blob centers (= distinct labels).", ("prepare",),
+                            when=_synthetic, minimum=1)
+    n_clusters: int | None = _param(None, "Number of clusters (required without labels).", ("cluster",),
+                                    minimum=2, show_default="the number of distinct labels")
+    inits: tuple[str, ...] = _param(INITS, "Init strategies; one cluster task per strategy (its --init).", (),
+                                    choices=INITS, multiple=True)
+    n_init: int = _param(4, "K-Means runs with different seeds, the best kept (the pca init always runs once).",
+                         ("cluster",), minimum=1)
+    seed: int = _param(0, "Random seed: of the synthetic blobs (prepare); the random_state of K-Means and of "
+                          "the pca init's PCA (cluster); of the silhouette's draw of samples and of the report "
+                          "figure's PCA/KMeans fit and samples (evaluate).",
+                       ("prepare", "cluster", "evaluate"), minimum=0)
+    minibatch: bool = _param(False, "Fit MiniBatchKMeans (for large data), on the features standardised in "
+                                    "place: one copy of them in memory.", ("cluster",))
+    min_ari: float | None = _gate("at least", "adjusted_rand", "adjusted Rand index")
+    min_ami: float | None = _gate("at least", "adjusted_mutual_info", "adjusted mutual information")
+    min_v_measure: float | None = _gate("at least", "v_measure", "V-measure")
+    min_silhouette: float | None = _gate("at least", "silhouette")
+    max_inertia: float | None = _gate("at most", "inertia")
+    cache: bool = _param(True, "Reuse the outputs of an identical earlier run of a step (same image digest, "
+                               "params and input files) from <data root>/cache/; --no-cache (or, for a step, "
+                               f"{NO_CACHE_ENV}=1) always runs it.", STEPS)
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str | None:
+        """One line saying what is wrong with these params and how to fix it, or ``None``."""
+        if not self.inits or len(set(self.inits)) != len(self.inits):
+            return f"inits {list(self.inits)!r}: give one or more distinct strategies of {', '.join(INITS)}"
+        unknown = [i for i in self.inits if i not in INITS]
+        if unknown:
+            return f"unknown init {unknown[0]!r}: choose from {', '.join(INITS)}"
+        for option in PIPELINE.values():
+            value = getattr(self, option.name)
+            if option.minimum is not None and value is not None and value < option.minimum:
+                return f"{option.name} {value}: use {option.minimum} or more"
+        return None
+
+    def flags(self, step: str) -> list[str]:
+        """Command-line flags of ``step`` for these params (the cluster init comes per task)."""
+        args: list[str] = []
+        for option in PIPELINE.values():
+            value = getattr(self, option.name)
+            if step not in option.steps or value is None or (option.when and not option.when(self)):
+                continue
+            if isinstance(value, bool):
+                args.append(option.flag if value else option.no_flag)
+            else:
+                args += [option.flag, str(value)]
+        return args
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(PipelineParams)}
+
+
+def _pipeline_option(f: dataclasses.Field[Any], hint: Any) -> Option:
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kind = next(k for k in kinds if k is not type(None))
+    return Option(f.name, str if typing.get_origin(kind) is tuple else kind, f.default, f.metadata["help"],
+                  f.metadata["steps"], optional=type(None) in kinds, **f.metadata["option"])
+
+
+_HINTS = typing.get_type_hints(PipelineParams)
+PIPELINE: Mapping[str, Option] = {name: _pipeline_option(f, _HINTS[name]) for name, f in FIELDS.items()}
+
+STEP_ONLY = (
+    Option("max_input_bytes", int, None, "Input files: the most bytes their arrays may take in memory, checked "
+           "before they are read (a CSV line may hold a fixed share of it in characters).", ("prepare",),
+           pipeline=False, minimum=1),  # the default depends on the container's memory: prepare sets it
+    Option("max_csv_cell_chars", int, None, ".csv only: the most characters in one cell (header names and labels "
+           "included).", ("prepare",), pipeline=False, minimum=1),  # default: prepare's limits
+    Option("init", str, INITS[0], "k-means++ or random (seeded, --n-init runs), or pca: the components of a PCA "
+           "of the unscaled data as initial centers, one run.", ("cluster",), pipeline=False, choices=INITS),
+    Option("variant", str, None, "Output name under cluster/.", ("cluster",), pipeline=False, optional=True,
+           show_default="the --init name"),
+    Option("batch_size", int, 4096, "--minibatch: samples per mini-batch.", ("cluster",), pipeline=False, minimum=1),
+    Option("rank_by", str, None, "Metric that picks the best variant (inertia: lowest, others: highest).",
+           ("evaluate",), pipeline=False, optional=True, choices=RANKABLE,
+           show_default="adjusted_mutual_info with labels, else inertia"),
+)
+OPTIONS: Mapping[str, Option] = {**PIPELINE, **{o.name: o for o in STEP_ONLY}}
+# The quality gate's thresholds: flag -> the metric it bounds ("--min-*" lower bounds, "--max-*" upper).
+GATE = {o.flag: metric for o in OPTIONS.values() if (metric := o.gate_metric)}
+
+
+def param_schema(name: str) -> dict[str, Any]:
+    """The JSON schema of one :class:`PipelineParams` field (for Airflow's ``Param``)."""
+    return PIPELINE[name].schema()
+
+
+def of_step(step: str) -> list[Option]:
+    """The options of ``step``'s CLI, in table order (``--cache`` is one of its run options)."""
+    return [o for o in OPTIONS.values() if step in o.steps and o.name != "cache"]
