@@ -8,11 +8,12 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: run test bench images venv lock clean help publish airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
+.PHONY: run test lint bench images venv lock clean help publish airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
 
 help:
 	@echo "make run    - set up, build the step images, run the digits pipeline, print the report path"
-	@echo "make test   - run the whole test suite (builds images; needs a Docker engine, see README)"
+	@echo "make test   - make lint, then the whole test suite (builds images; needs a Docker engine, see README)"
+	@echo "make lint   - ruff, mypy, shellcheck and hadolint over the Python, the scripts and the Dockerfiles"
 	@echo "make images - (re)build the base and step images"
 	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
 	@echo "make publish REGISTRY=host:port - build reproducibly, push the six images, write images/digests.json"
@@ -49,7 +50,24 @@ airflow-standalone: airflow images
 airflow-test: airflow images
 	scripts/airflow.sh test
 
-test: venv airflow
+# Linters, configured in pyproject.toml ([tool.ruff], [tool.mypy]); shellcheck and hadolint take their
+# exceptions inline, each with its reason. mypy runs twice: over steps/ and orchestration/ with the dev
+# venv (Airflow is Any there), then over the modules that import Airflow, FastAPI or Starlette with
+# the Airflow venv's interpreter, where those resolve (--follow-imports silent: the modules they import
+# were checked by the first run, and numpy is not in that venv).
+SHELL_SCRIPTS := $(wildcard scripts/*.sh images/*/*.sh) .ci/run
+DOCKERFILES   := $(wildcard images/*/Dockerfile)
+AIRFLOW_PY     = $(shell grep -rlE '^\s*(from|import) (airflow|fastapi|starlette)\b' orchestration steps)
+
+lint: venv airflow
+	$(BIN)/ruff check
+	$(BIN)/mypy
+	$(BIN)/mypy --python-executable $(AIRFLOW_VENV)/bin/python --follow-imports silent --no-warn-unused-configs \
+	  $(AIRFLOW_PY)
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
+	$(BIN)/hadolint $(DOCKERFILES)
+
+test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks (benchmarks/RESULTS.md): overhead vs the bare demo, per step, images, scale.

@@ -101,7 +101,7 @@ def write_results(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     chosen = args.section or list(SECTIONS)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     header = [f"Measured {started:%Y-%m-%d %H:%M} UTC by `python -m benchmarks"
               f"{' --quick' if args.quick else ''} {' '.join('--section ' + s for s in chosen)}` "
               f"({args.repeats} runs per row; median (min–max))."] + machine()
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if "gate" in chosen:
         show(gate.run(client, args.repeats))
     show(targets(found))
-    footer = f"Finished after {(dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60:.1f} min; " \
+    footer = f"Finished after {(dt.datetime.now(dt.UTC) - started).total_seconds() / 60:.1f} min; " \
              f"load average then: {load()}."
     print(footer)
     if args.results:

@@ -62,7 +62,7 @@ def run_pipeline(client: docker.DockerClient, data_dir: Path, run_id: str, param
     ends = [t for t, _ in marks[1:]] + [ended]
     run_dir = data_dir.resolve() / "runs" / run_id
     timings = []
-    for (start, name), end in zip(marks, ends):
+    for (start, name), end in zip(marks, ends, strict=True):
         manifest = json.loads((run_dir / _step_dir(name) / "manifest.json").read_text())
         timings.append(StepTiming(name, end - start, manifest["duration_seconds"], manifest["cache"]["hit"],
                                   _peak_rss("\n".join(output.get(name, [])))))

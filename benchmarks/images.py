@@ -80,7 +80,8 @@ def warm_rebuilds(repeats: int) -> Stat:
 
 def builds(cold_repeats: int, warm_repeats: int) -> tuple[Table, Stat]:
     """The build-time table and the warm rebuild's :class:`Stat`."""
-    table = Table("Images: build times (scripts/build-images.sh, core, base and the four step images)", ("build", "wall time"))
+    table = Table("Images: build times (scripts/build-images.sh, core, base and the four step images)",
+                  ("build", "wall time"))
     if cold_repeats:
         table.add("cold (`--no-cache`; python base present)", repeat(lambda: _build(REPO, "--no-cache"),
                                                                      cold_repeats).cell())

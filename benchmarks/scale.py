@@ -56,7 +56,7 @@ def run(client: docker.DockerClient, sizes: list[int], repeats: int) -> tuple[Ta
                    "report.html"))
     for n, m in measured.items():
         features = n * N_FEATURES * 4 / MB
-        cell = lambda step: f"{m[step + '_s'].median:.2f} s, {m[step + '_rss'].median:.0f} MiB"  # noqa: E731
+        cell = lambda step, m=m: f"{m[step + '_s'].median:.2f} s, {m[step + '_rss'].median:.0f} MiB"  # noqa: E731
         table.add(f"{n:,}", f"{features:.0f} MiB", cell("prepare"), cell("cluster"), cell("evaluate"),
                   cell("report"), m["end_to_end"].cell(), f"{m['bare_s'].cell()}, {m['bare_rss'].median:.0f} MiB",
                   ratio(m["end_to_end"].median, m["bare_s"].median),

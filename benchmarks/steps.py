@@ -29,9 +29,10 @@ def startup(client: docker.DockerClient, repeats: int) -> tuple[Table, dict[str,
     helps = {}
     for step in spec.STEPS:
         image = spec.image_ref(step, VERSION)
-        cells = [repeat(lambda: container_seconds(client, image, [], command), repeats).cell()
+        cells = [repeat(lambda image=image, command=command: container_seconds(client, image, [], command),
+                        repeats).cell()
                  for command in PROBES.values()]
-        helps[step] = repeat(lambda: container_seconds(client, image, ["--help"]), repeats)
+        helps[step] = repeat(lambda image=image: container_seconds(client, image, ["--help"]), repeats)
         table.add(step, *cells, helps[step].cell())
     table.notes.append("`--help` parses the step's CLI: its import cost is what a cache hit pays before hashing.")
     return table, helps
@@ -60,7 +61,7 @@ def work(client: docker.DockerClient, repeats: int) -> tuple[Table, dict[str, di
                   ("task", "container wall", "step's own time (manifest)", "overhead (wall − own)",
                    "cache hit: container wall", "cache hit: step's own time"))
     for name, wall in measured["wall"].items():
-        overhead = Stat(tuple(w - s for w, s in zip(wall.values, measured["work"][name].values)))
+        overhead = Stat(tuple(w - s for w, s in zip(wall.values, measured["work"][name].values, strict=True)))
         again = " (no hit: re-rendered)" if name in rerendered else ""
         table.add(name, wall.cell(), measured["work"][name].cell(), overhead.cell(),
                   measured["hit"][name].cell() + again, measured["hit_work"][name].cell() + again)

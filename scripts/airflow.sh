@@ -57,6 +57,7 @@ load_settings() {
   while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in ''|'#'*) continue ;; esac
     key=${line%%=*}
+    # shellcheck disable=SC2163  # $line is KEY=VALUE: export assigns the key and exports it
     [ -n "${!key+set}" ] || export "$line"
   done <"$settings"
 }

@@ -87,8 +87,8 @@ build() {
   start=$(date +%s.%N)
   # The Dockerfile goes in on stdin (-f -), not as -f images/<name>/Dockerfile: BuildKit in
   # Docker 20.10 syncs the Dockerfile under one cache key per build context and skips the
-  # transfer when name, size and mtime match the last one, so images/prepare/Dockerfile and
-  # images/cluster/Dockerfile (same size, same checkout time) would silently build the same image.
+  # transfer when name, size and mtime match the last one, so two Dockerfiles of the same size
+  # and checkout time would silently build the same image.
   local cmd=("$DOCKER" build "${progress[@]}" "${no_cache[@]}" -f -
              -t "$image:$VERSION" -t "$image:latest"
              --build-arg "VERSION=$VERSION" --build-arg "SOURCE=$SOURCE"
@@ -122,7 +122,10 @@ if [ "$build_base" = 1 ]; then
   build base images/base/Dockerfile --build-arg "PYTHON_BASE=$PYTHON_BASE"
 fi
 for s in "${steps[@]}"; do
-  build "$s" "images/$s/Dockerfile" --build-arg "BASE_IMAGE=clusterflow/$(from_image "$s"):$VERSION" \
+  # report has a Dockerfile of its own; the other steps share images/step/Dockerfile (STEP: which).
+  step_file=(images/step/Dockerfile --build-arg "STEP=$s")
+  [ "$s" != report ] || step_file=(images/report/Dockerfile)
+  build "$s" "${step_file[@]}" --build-arg "BASE_IMAGE=clusterflow/$(from_image "$s"):$VERSION" \
     --build-arg "REVISION=$REVISION"
 done
 printf '%s\n' "${summary[@]}"

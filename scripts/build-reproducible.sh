@@ -70,7 +70,9 @@ log "store $store, python base $PYTHON_BASE, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOC
 build base images/base/Dockerfile --build-arg "PYTHON_BASE=$PYTHON_BASE"
 build core images/base/Dockerfile --target core --build-arg "PYTHON_BASE=$PYTHON_BASE"
 for step in prepare cluster evaluate report; do
-  from=base; [ "$step" = report ] && from=core
-  build "$step" "images/$step/Dockerfile" --build-arg "BASE_IMAGE=localhost/clusterflow/$from:$VERSION" \
+  # report has a Dockerfile of its own (FROM core); the others share images/step (FROM base).
+  from=base step_file=(images/step/Dockerfile --build-arg "STEP=$step")
+  [ "$step" != report ] || from=core step_file=(images/report/Dockerfile)
+  build "$step" "${step_file[@]}" --build-arg "BASE_IMAGE=localhost/clusterflow/$from:$VERSION" \
     --build-arg "REVISION=$REVISION"
 done

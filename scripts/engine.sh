@@ -52,7 +52,7 @@ start() {
   [ "$dir/docker.sock" != "$MAIN_SOCKET" ] || die "DIR $dir would put the socket on the main engine's"
   [ ${#dir} -le 80 ] || die "DIR $dir is too long for its unix sockets (at most 80 characters)"
   ! alive "$dir" || die "an engine still runs in $dir (pid $(cat "$dir/pid")): scripts/engine.sh stop $dir"
-  [ -w /run ] && command -v dockerd >/dev/null && command -v ip >/dev/null \
+  { [ -w /run ] && command -v dockerd >/dev/null && command -v ip >/dev/null; } \
     || die "needs root, dockerd and ip (scripts/ensure-docker.sh installs docker.io)"
 
   exec 9>"$LOCK"

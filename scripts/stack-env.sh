@@ -73,7 +73,7 @@ echo '*' >"$secrets/.gitignore"
 sed -i "/^# --- .*rewritten by stack-env.sh on every call ---\$/,\$d" "$file"
 for name in postgres_password airflow_fernet_key airflow_jwt_secret airflow_api_secret_key \
             airflow_admin_password redis_password; do
-  old=$(printf '%s' "$name" | tr a-z A-Z)
+  old=$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')
   value=$(sed -n "s/^$old=//p" "$file" | tail -n 1)
   sed -i "/^$old=/d" "$file"
   if [ ! -s "$secrets/$name" ]; then

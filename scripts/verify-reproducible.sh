@@ -45,6 +45,7 @@ export PYTHON_BASE
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/verify-reproducible.XXXXXX")
 pids=()
+# shellcheck disable=SC2329  # invoked by the EXIT trap below
 cleanup() {
   local pid
   for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done

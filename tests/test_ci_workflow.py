@@ -8,10 +8,13 @@
 * The digests file the publish writes is kept as a build artifact and as a release asset.
 * Every action is pinned by a full commit SHA (a tag can be moved to other code), with the
   release it is in a comment on the same line.
+* `make test` (what the workflow and .ci/run call) runs `make lint` first, over every shell script
+  and Dockerfile of the repository.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
@@ -140,3 +143,29 @@ def test_the_pin_check_refuses_tags_and_short_shas() -> None:
                  "        uses: docker/login-action@main  # v4.1.0"):
         assert not PINNED_USES.match(line), line
     assert PINNED_USES.match("      - uses: actions/checkout@fbc6f3992d24b796d5a048ff273f7fcc4a7b6c09  # v5.1.0")
+
+
+def make_variable(makefile: str, name: str) -> list[str]:
+    """The words of a `NAME := ...` line, with `$(wildcard ...)` unwrapped to its patterns."""
+    found = re.search(rf"^{name}\s*:?=\s*(.*)$", makefile, re.M)
+    assert found, f"the Makefile has no {name}"
+    return re.sub(r"\$\(wildcard ([^)]*)\)", r"\1", found.group(1)).split()
+
+
+def test_make_test_runs_make_lint_first_over_every_script_and_dockerfile() -> None:
+    """CI runs `make test` (.ci/run), so the linters run there; a script or Dockerfile added where
+    the Makefile's patterns do not look would go unlinted, so this test names it."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^test:\s*lint\b", makefile, re.M), "make test must depend on lint"
+    recipe = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "the Makefile has no lint target"
+    for tool in ("ruff check", "mypy", "shellcheck $(SHELL_SCRIPTS)", "hadolint $(DOCKERFILES)"):
+        assert tool in recipe.group(1), f"make lint does not run {tool}"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    shebang = re.compile(rb"^#!\S*(/|env )(ba|da)?sh\b")
+    scripts = [f for f in tracked if (REPO / f).is_file() and shebang.match((REPO / f).read_bytes()[:64])]
+    dockerfiles = [f for f in tracked if Path(f).name.startswith("Dockerfile")]
+    for files, variable in ((scripts, "SHELL_SCRIPTS"), (dockerfiles, "DOCKERFILES")):
+        patterns = make_variable(makefile, variable)
+        missed = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
+        assert files and not missed, f"{variable} ({' '.join(patterns)}) misses {missed}"

@@ -18,6 +18,7 @@ if [ -f "$settings" ]; then
       ''|[0-9]*|*[!A-Za-z0-9_]*) echo "clusterflow-airflow: $settings: not KEY=VALUE: $line" >&2; exit 2 ;;
     esac
     eval "already=\${$key+set}"
+    # shellcheck disable=SC2163  # $line is KEY=VALUE: export assigns the key and exports it
     [ -n "$already" ] || export "$line"
   done <"$settings"
 fi

@@ -143,8 +143,8 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
     previous = complete(data_dir / "runs/previous/prepare")
 
     figures = {"trials": trials, "killed": 0, "finished_before_kill": 0, "killed_mid_write": 0,
-               "truncated_files_left_in_tmp": 0, "killed_between_renames": 0, "left_previous": 0, "left_nothing": 0, "left_new": 0,
-               "partial_artifacts": 0, "reruns_identical": 0}
+               "truncated_files_left_in_tmp": 0, "killed_between_renames": 0, "left_previous": 0, "left_nothing": 0,
+               "left_new": 0, "partial_artifacts": 0, "reruns_identical": 0}
     for trial in range(trials):
         run_id = f"kill-{trial}"
         run_dir = dataroot.prepare_run_dir(data_dir, run_id)
@@ -156,7 +156,8 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
                 os.chown(path, uid, gid, follow_symlinks=False)
         task = prepare_task(run_id, **KILL_PARAMS)
         codes: list[int] = []
-        worker = threading.Thread(target=lambda: codes.append(runner.run_task(task, run_id, mounts)))
+        worker = threading.Thread(target=lambda codes=codes, task=task, run_id=run_id:
+                                  codes.append(runner.run_task(task, run_id, mounts)))
         worker.start()
         container = step_container(engine, run_id, time.monotonic() + 30)
         if trial % 2 == 0:  # any moment of the step's life
@@ -291,7 +292,7 @@ def test_five_concurrent_runs_are_isolated_and_equal_sequential_ones(engine, tmp
     together, alone = tmp_path / "together", tmp_path / "alone"
     with ThreadPoolExecutor(len(CONCURRENT)) as pool:
         results = dict(zip(CONCURRENT, pool.map(lambda r: clusterflow_run(together, "--run-id", r, *SMALL,
-                                                                            *CONCURRENT[r]), CONCURRENT)))
+                                                                            *CONCURRENT[r]), CONCURRENT), strict=True))
     runner = LocalRunner(engine, alone, log=lambda line: None)
     mounts = spec.mounts(str(alone.resolve()))
     for run_id, args in CONCURRENT.items():
@@ -299,7 +300,7 @@ def test_five_concurrent_runs_are_isolated_and_equal_sequential_ones(engine, tmp
         # the same containers one after another, alone (report aside: it adds no metrics)
         dataroot.prepare_run_dir(alone, run_id)
         params = {"dataset": "synthetic", "n_samples": 400, "n_features": 6, "n_centers": 4,
-                  **{k.strip("-").replace("-", "_"): v for k, v in zip(args[::2], args[1::2])}}
+                  **{k.strip("-").replace("-", "_"): v for k, v in zip(args[::2], args[1::2], strict=True)}}
         params["inits"] = (params.pop("init"),)
         params = {k: v if k in ("dataset", "inits") else int(v) for k, v in params.items()}
         for stage in spec.stages(run_id, spec.PipelineParams(**params), spec.local_images(VERSION))[:3]:

@@ -27,8 +27,8 @@ CONTRACT = {
 
 
 def clusterflow_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).with_name("clusterflow")), "run", "--data-dir", str(data_dir), *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(Path(sys.executable).with_name("clusterflow")), "run", "--data-dir", str(data_dir),
+                           *args], capture_output=True, text=True, timeout=600)
 
 
 def leftover_containers(engine, run_id: str) -> list:

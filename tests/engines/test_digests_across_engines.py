@@ -92,14 +92,15 @@ def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def worker_run(worker_engine: str, digests: Path, shared_data: Path):
     """The runner on the worker engine, images pulled by digest (a cold engine: every pull timed)."""
-    result, seconds = on_engine(worker_engine, digests, *CLUSTERFLOW, "run", "--data-dir", str(shared_data), "--run-id", "worker")
+    result, seconds = on_engine(worker_engine, digests, *CLUSTERFLOW, "run", "--data-dir", str(shared_data),
+                                "--run-id", "worker")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     timed("worker engine, runner, cold", result, seconds)
     return result, shared_data / "runs" / "worker"
 
 
 @pytest.fixture(scope="module")
-def worker_dag(worker_run, worker_engine: str, digests: Path, home: Path,
+def worker_dag(worker_run, worker_engine: str, digests: Path, home: Path,  # noqa: F811 (the imported fixture)
                tmp_path_factory: pytest.TempPathFactory) -> DagsTest:
     """``airflow dags test`` on the worker engine with the same digests file (after the runner)."""
     run = DagsTest(home, writable_data_dir(tmp_path_factory, "worker-dag-data"),
@@ -111,7 +112,8 @@ def worker_dag(worker_run, worker_engine: str, digests: Path, home: Path,
 @pytest.fixture(scope="module")
 def laptop_run(worker_run, laptop_engine: str, digests: Path, shared_data: Path):
     """The runner on the laptop engine over the worker's data root, under a new run id."""
-    result, seconds = on_engine(laptop_engine, digests, *CLUSTERFLOW, "run", "--data-dir", str(shared_data), "--run-id", "laptop")
+    result, seconds = on_engine(laptop_engine, digests, *CLUSTERFLOW, "run", "--data-dir", str(shared_data),
+                                "--run-id", "laptop")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     timed("laptop engine, runner over the worker's data root, cold", result, seconds)
     return result, shared_data / "runs" / "laptop"

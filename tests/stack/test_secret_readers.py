@@ -18,8 +18,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_secret_url_fills_the_url_quoted_password(stack_images: str, tmp_path: Path):
     (tmp_path / "db_password").write_text("p@ss/w:rd\n")
-    done = run("-v", f"{tmp_path / 'db_password'}:/run/secrets/db_password:ro", "--entrypoint", "clusterflow-secret-url",
-               IMAGE, "postgresql://airflow:{db_password}@postgres:5432/airflow")
+    done = run("-v", f"{tmp_path / 'db_password'}:/run/secrets/db_password:ro",
+               "--entrypoint", "clusterflow-secret-url", IMAGE, "postgresql://airflow:{db_password}@postgres:5432/airflow")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "postgresql://airflow:p%40ss%2Fw%3Ard@postgres:5432/airflow"
 
@@ -34,7 +34,8 @@ def test_secret_url_refuses_a_secret_it_cannot_read(stack_images: str):
 
 def test_the_entrypoint_writes_the_admin_password_file_from_the_secret(stack_images: str, tmp_path: Path):
     (tmp_path / "admin").write_text("s3cret\n")
-    done = run("-v", f"{tmp_path / 'admin'}:/run/secrets/admin:ro", "-e", "AIRFLOW_ADMIN_PASSWORD_FILE=/run/secrets/admin",
+    done = run("-v", f"{tmp_path / 'admin'}:/run/secrets/admin:ro",
+               "-e", "AIRFLOW_ADMIN_PASSWORD_FILE=/run/secrets/admin",
                "-e", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,viewer:viewer",
                "-e", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=/tmp/passwords.json",
                "--entrypoint", "sh", IMAGE, "-c", "clusterflow-airflow version >/dev/null && cat /tmp/passwords.json")

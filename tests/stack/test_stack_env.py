@@ -64,7 +64,8 @@ def test_no_docker_socket_is_one_line_and_writes_nothing(tmp_path: Path):
     done = stack_env(tmp_path / ".env", DOCKER_SOCKET=str(tmp_path / "missing.sock"))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"stack-env: no Docker socket at {tmp_path / 'missing.sock'}: start the engine or set DOCKER_SOCKET to its socket"]
+        f"stack-env: no Docker socket at {tmp_path / 'missing.sock'}: "
+        "start the engine or set DOCKER_SOCKET to its socket"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -87,7 +88,8 @@ def test_a_digests_file_is_copied_for_a_read_only_mount_until_the_next_call(tmp_
     copy = tmp_path / ".env.pins/digests.json"
     assert copy.read_bytes() == given.read_bytes() and stat.S_IMODE(copy.stat().st_mode) == 0o644
     found = settings(env_file)
-    assert (found["CLUSTERFLOW_DIGESTS_FILE"], found["CLUSTERFLOW_DIGESTS"]) == (str(copy), "/run/clusterflow/digests.json")
+    assert found["CLUSTERFLOW_DIGESTS_FILE"] == str(copy)
+    assert found["CLUSTERFLOW_DIGESTS"] == "/run/clusterflow/digests.json"
     assert found["CLUSTERFLOW_REGISTRY"] == "127.0.0.1:5000"
 
     given.write_text("{}")  # a later publish changes nothing until the next call
