@@ -99,7 +99,7 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
                              "thresholds": {"min_ari": 0.99 if gate_failures else None, "min_silhouette": None}},
         })
         if features.shape[1] >= contract.PROJECTION_MIN_FEATURES:  # as the evaluate step does
-            projection.save(run.out / contract.PROJECTION.name, projection.compute(features, k, seed=0))
+            projection.compute(features, k, seed=0).save(run.out / contract.PROJECTION.name)
         run.results.update(best=best)
         run.exit_status = 3 if gate_failures else 0
     return layout
