@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from clusterflow_steps.cli import ENV_PREFIX
+from clusterflow_steps.contract import ENV_PREFIX
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.threads import CGROUP
 
