@@ -28,8 +28,8 @@ from typing import Any
 import click
 import numpy as np
 
-from clusterflow_steps.contract import (IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, MANIFEST_SCHEMA, QUALITY_GATE_EXIT, RUN_ID,
-                                        USER_ERROR_EXIT, ContractError, NameRule, RunLayout, damaged_input,
+from clusterflow_steps.contract import (IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, MANIFEST_SCHEMA, QUALITY_GATE_EXIT,
+                                        RUN_ID, USER_ERROR_EXIT, ContractError, NameRule, RunLayout, damaged_input,
                                         missing_input)
 
 NO_CACHE: dict[str, Any] = {"key": None, "hit": False, "reason": "image digest unknown"}
@@ -247,7 +247,7 @@ def package_versions() -> dict[str, str]:
 
 def now() -> str:
     """A manifest's timestamp: UTC, to the millisecond."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def image_record() -> dict[str, str | None]:

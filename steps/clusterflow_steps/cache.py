@@ -200,6 +200,7 @@ def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, 
         raise UserError(f"{step}: {COMMIT_FLAG} needs the image digest ({IMAGE_DIGEST_ENV}, which the "
                         "orchestrators set): without it nothing is cached")
     manifest = _read_manifest(target)
+    problem: str | None
     if manifest is None:
         problem = f"it holds no readable {MANIFEST}"
     elif (manifest.get("step"), manifest.get("variant")) != (step, variant):
@@ -210,7 +211,7 @@ def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, 
         problem = "its manifest's params are not this command's"
     else:
         problem = mismatch(target, manifest.get("outputs"))
-    if problem:
+    if problem or manifest is None:
         raise UserError(f"{step}: not caching {target}: {problem}; run the step with these arguments first")
     entry = store_dir(layout.data_root, step, key)
     if not replace and verified(entry, key) is not None:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:  # numpy only for the annotations: the orchestration and the UI import this without it
     import numpy as np
@@ -144,7 +144,7 @@ REPORT = Artifact("report", "report.html")
 LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """Whether a JSON value is a score (a bool is not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

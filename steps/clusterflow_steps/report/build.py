@@ -51,7 +51,7 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
                         "and the label-based scores are shown as \u2013.")
 
     html = page.render(
-        run, generated_at=generated_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        run, generated_at=generated_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         decision=decision, decision_note=decision_note, centers=centers, centers_note=centers_note,
         heatmap=heatmap, heatmap_note=heatmap_note, report_image=image_record()["name"])
     results = {

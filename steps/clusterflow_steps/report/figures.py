@@ -149,7 +149,7 @@ def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, var
     ax.set_xlabel("true label")
     ax.set_title(f"Samples per cluster and true label (variant {_text(variant)})")
     caption = (f"Contingency matrix of the best variant's {n_rows} clusters against the {n_cols} true "
-               "labels (as sklearn.metrics.cluster.contingency_matrix counts them): a clustering that recovers the labels "
-               "puts one dark cell in each row.")
+               "labels (as sklearn.metrics.cluster.contingency_matrix counts them): a clustering that recovers "
+               "the labels puts one dark cell in each row.")
     return Figure(_png(fig), f"Heat map of sample counts per cluster and true label for variant {variant}.",
                   caption)

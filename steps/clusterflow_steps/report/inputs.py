@@ -94,7 +94,7 @@ def load_run(layout: RunLayout) -> RunInputs:
     if not isinstance(variants, dict) or not variants or not all(isinstance(v, dict) for v in variants.values()):
         raise _damaged(metrics_path, "has no per-variant metrics", METRICS.producer())
     best = metrics.get("best")
-    if best not in variants:
+    if not isinstance(best, str) or best not in variants:  # (JSON keys are strings)
         raise _damaged(metrics_path, f"names best variant {best!r}, which it has no metrics for", METRICS.producer())
 
     manifests["prepare"] = json_input(layout.manifest("prepare"), "prepare")
