@@ -208,27 +208,32 @@ class Projection:
                 saved = {f.name: archive[f.name] for f in fields(cls)}
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise ContractError(damaged_input(path, f"is unreadable ({exc})", produced_by)) from None
-        points, centroids, regions, extent = (saved[k] for k in ("points", "centroids", "regions", "extent"))
-        scalars = [saved[k] for k in ("seed", "n_samples", "n_fitted")]
-        problem = None
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 1 or centroids.ndim != 2 \
-                or centroids.shape[1] != 2 or len(centroids) < 1:
-            problem = f"holds points of shape {points.shape} and centroids of shape {centroids.shape}, not (n, 2)"
-        elif regions.ndim != 2 or regions.size == 0 or regions.dtype.kind not in "iu" or extent.shape != (4,):
-            problem = f"holds a region grid of shape {regions.shape} ({regions.dtype}) and extent {extent.shape}"
-        elif any(s.shape != () or s.dtype.kind not in "iu" for s in scalars):
-            problem = "lacks its integer seed, n_samples and n_fitted"
-        elif not (np.isfinite(points).all() and np.isfinite(centroids).all() and np.isfinite(extent).all()):
-            problem = "holds non-finite coordinates"
-        elif regions.min() < 0 or regions.max() >= len(centroids):
-            problem = f"has region labels outside the {len(centroids)} clusters"
+        problem = _projection_problem(**saved)
         if problem:
             raise ContractError(damaged_input(path, problem, produced_by))
-        low_x, high_x, low_y, high_y = (float(v) for v in extent)
-        seed, n_samples, n_fitted = (int(s) for s in scalars)
-        return cls(points=points.astype(np.float64, copy=False), centroids=centroids.astype(np.float64, copy=False),
-                   regions=regions, extent=(low_x, high_x, low_y, high_y), seed=seed, n_samples=n_samples,
-                   n_fitted=n_fitted)
+        low_x, high_x, low_y, high_y = (float(v) for v in saved["extent"])
+        return cls(points=saved["points"].astype(np.float64, copy=False),
+                   centroids=saved["centroids"].astype(np.float64, copy=False), regions=saved["regions"],
+                   extent=(low_x, high_x, low_y, high_y), seed=int(saved["seed"]),
+                   n_samples=int(saved["n_samples"]), n_fitted=int(saved["n_fitted"]))
+
+
+def _projection_problem(points: Any, centroids: Any, regions: Any, extent: Any, **scalars: Any) -> str | None:
+    """What is wrong with a saved projection's arrays (the report could not draw them), or ``None``."""
+    import numpy as np
+
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 1 or centroids.ndim != 2 \
+            or centroids.shape[1] != 2 or len(centroids) < 1:
+        return f"holds points of shape {points.shape} and centroids of shape {centroids.shape}, not (n, 2)"
+    if regions.ndim != 2 or regions.size == 0 or regions.dtype.kind not in "iu" or extent.shape != (4,):
+        return f"holds a region grid of shape {regions.shape} ({regions.dtype}) and extent {extent.shape}"
+    if any(s.shape != () or s.dtype.kind not in "iu" for s in scalars.values()):
+        return "lacks its integer seed, n_samples and n_fitted"
+    if not (np.isfinite(points).all() and np.isfinite(centroids).all() and np.isfinite(extent).all()):
+        return "holds non-finite coordinates"
+    if regions.min() < 0 or regions.max() >= len(centroids):
+        return f"has region labels outside the {len(centroids)} clusters"
+    return None
 
 
 @dataclass(frozen=True)
