@@ -28,11 +28,11 @@ from typing import Any
 import click
 import numpy as np
 
-from clusterflow_steps.contract import (IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, MANIFEST_SCHEMA, QUALITY_GATE_EXIT, RUN_ID,
-                                        USER_ERROR_EXIT, ContractError, NameRule, RunLayout)
+from clusterflow_steps.contract import (IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, MANIFEST_SCHEMA, QUALITY_GATE_EXIT,
+                                        RUN_ID, USER_ERROR_EXIT, ContractError, NameRule, RunLayout, damaged_input,
+                                        missing_input)
 
 NO_CACHE: dict[str, Any] = {"key": None, "hit": False, "reason": "image digest unknown"}
-PROJECTION_FIELDS = ("points", "centroids", "regions", "extent", "seed", "n_samples", "n_fitted")
 RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "joblib", "click", "matplotlib")
 
 
@@ -76,7 +76,7 @@ def describe_files(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
 def require_input(path: Path, produced_by: str) -> Path:
     """Fail with a one-line fix when an upstream artifact is missing."""
     if not path.is_file():
-        raise UserError(f"missing input {path}: run the {produced_by} step for this run id first")
+        raise UserError(missing_input(path, produced_by))
     return path
 
 
@@ -86,7 +86,7 @@ def read_array(path: Path, produced_by: str, *, mmap: bool = False) -> np.ndarra
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path} is unreadable ({exc}); re-run the {produced_by} step") from None
+        raise UserError(damaged_input(path, f"is unreadable ({exc})", produced_by)) from None
 
 
 def read_json(path: Path, produced_by: str) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def read_json(path: Path, produced_by: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (ValueError, OSError) as exc:
-        raise UserError(f"{path} is unreadable ({exc}); re-run the {produced_by} step") from None
+        raise UserError(damaged_input(path, f"is unreadable ({exc})", produced_by)) from None
 
 
 def _fsync_tree(root: Path) -> None:
@@ -245,8 +245,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+def now() -> str:
+    """A manifest's timestamp: UTC, to the millisecond."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def image_record() -> dict[str, str | None]:
+    """A manifest's ``image``: the image this step runs in, as the runners set it (name and digest)."""
+    return {"name": os.environ.get(IMAGE_ENV), "digest": os.environ.get(IMAGE_DIGEST_ENV)}
 
 
 @dataclass
@@ -283,11 +289,11 @@ class StepRun:
             "inputs": inputs,
             "outputs": describe_files(outputs),
             "results": self.results,
-            "image": {"name": os.environ.get(IMAGE_ENV), "digest": os.environ.get(IMAGE_DIGEST_ENV)},
+            "image": image_record(),
             "python": platform.python_version(),
             "packages": package_versions(),
             "started_at": started_at,
-            "finished_at": _now(),
+            "finished_at": now(),
             "duration_seconds": round(time.perf_counter() - started, 3),
             "exit_status": self.exit_status,
             "cache": self.cache,
@@ -341,7 +347,7 @@ def step_output(layout: RunLayout, step: str, params: dict[str, Any],
 
     The steps go through :func:`clusterflow_steps.cache.run_step`, which uses this on a cache miss.
     """
-    started_at, started_clock = started or (_now(), time.perf_counter())
+    started_at, started_clock = started or (now(), time.perf_counter())
     with atomic_dir(layout.step_dir(step, variant)) as tmp:
         run = StepRun(step=step, run_id=layout.run_id, variant=variant, params=params, out=tmp)
         yield run

@@ -39,10 +39,10 @@ from typing import Any
 
 import click
 
+from clusterflow_steps.artifacts import (NO_CACHE, StepRun, UserError, atomic_dir, image_record, input_name, now,
+                                         sha256_file, step_output, write_manifest)
 from clusterflow_steps.cli import commit_requested
-from clusterflow_steps.artifacts import (NO_CACHE, StepRun, UserError, _now, atomic_dir, input_name, sha256_file,
-                                         step_output, write_manifest)
-from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, IMAGE_ENV, MANIFEST, RunLayout
+from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, MANIFEST, RunLayout
 from clusterflow_steps.params import COMMIT_CACHE_FLAG
 
 KEY_SCHEMA = "clusterflow.cache/1"
@@ -180,11 +180,11 @@ CACHED_MODE = 0o444  # a stored file is never written again; a new entry replace
 def _key(layout: RunLayout, step: str, variant: str | None, params: dict[str, Any],
          digests: dict[str, str | None], manifests_by_content: bool) -> str | None:
     """The step's cache key, or ``None`` without an image digest."""
-    digest = os.environ.get(IMAGE_DIGEST_ENV) or None
-    if not digest:
+    image = image_record()
+    if not image["digest"]:
         return None
-    extra = None if manifests_by_content else {"run_id": layout.run_id, "image": os.environ.get(IMAGE_ENV)}
-    return cache_key(digest, step, variant, params, digests, extra)
+    extra = None if manifests_by_content else {"run_id": layout.run_id, "image": image["name"]}
+    return cache_key(image["digest"], step, variant, params, digests, extra)
 
 
 def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, Any], key: str | None,
@@ -201,6 +201,7 @@ def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, 
         raise UserError(f"{step}: {COMMIT_CACHE_FLAG} needs the image digest ({IMAGE_DIGEST_ENV}, which the "
                         "orchestrators set): without it nothing is cached")
     manifest = _read_manifest(target)
+    problem: str | None
     if manifest is None:
         problem = f"it holds no readable {MANIFEST}"
     elif (manifest.get("step"), manifest.get("variant")) != (step, variant):
@@ -211,7 +212,7 @@ def commit(layout: RunLayout, step: str, variant: str | None, params: dict[str, 
         problem = "its manifest's params are not this command's"
     else:
         problem = mismatch(target, manifest.get("outputs"))
-    if problem:
+    if problem or manifest is None:
         raise UserError(f"{step}: not caching {target}: {problem}; run the step with these arguments first")
     entry = store_dir(layout.data_root, step, key)
     if not replace and verified(entry, key) is not None:
@@ -236,7 +237,7 @@ def _reuse(layout: RunLayout, step: str, variant: str | None, key: str, entry: P
         **cached,
         "run_id": layout.run_id,
         "inputs": records,
-        "image": {"name": os.environ.get(IMAGE_ENV), "digest": os.environ.get(IMAGE_DIGEST_ENV)},
+        "image": image_record(),
         "started_at": started[0],
         "cache": {"key": key, "hit": True,
                   "source": (cached.get("cache") or {}).get("source") or cached.get("run_id")},
@@ -247,7 +248,7 @@ def _reuse(layout: RunLayout, step: str, variant: str | None, key: str, entry: P
             problem = mismatch(tmp, cached.get("outputs"))  # the very files served
             if problem:
                 raise _Damaged(problem)
-            manifest.update(finished_at=_now(), duration_seconds=round(time.perf_counter() - started[1], 3))
+            manifest.update(finished_at=now(), duration_seconds=round(time.perf_counter() - started[1], 3))
             write_manifest(tmp, manifest)
     except _Damaged as exc:
         _warn(f"{step}: ignored damaged cache entry {entry} ({exc}); running the step")
@@ -270,7 +271,7 @@ def run_step(layout: RunLayout, step: str, params: dict[str, Any], inputs: dict[
     for a step whose outputs show their run ids and timings. Under ``--commit-cache`` it only
     commits (:func:`commit`) the outputs the same command wrote before, and ends the command (exit 0).
     """
-    started = (_now(), time.perf_counter())
+    started = (now(), time.perf_counter())
     target = layout.step_dir(step, variant)
     records, digests = hash_inputs(layout.run_dir, inputs, manifests_by_content=manifests_by_content)
     key = _key(layout, step, variant, params, digests, manifests_by_content)

@@ -8,8 +8,9 @@ Layout under the data root (``/data`` in every container)::
     runs/<run_id>/report/{report.html,manifest.json}
     cache/                      the step cache store (clusterflow_steps.cache)
 
-Pure standard library: the step images, the orchestration (runner, DAG, launch gate) and the UI
-plugin import it, so they apply the very same names and rules. How files are written and read
+Pure standard library (numpy only inside :class:`Projection`'s save and load): the step images,
+the orchestration (runner, DAG, launch gate) and the UI plugin import it, so they apply the very
+same names and rules. How files are written and read
 (atomically, checked) is :mod:`clusterflow_steps.artifacts`.
 """
 
@@ -17,9 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:  # numpy only for the annotations: the orchestration and the UI import this without it
+    import numpy as np
+    from numpy.typing import NDArray
 
 STEPS = ("prepare", "cluster", "evaluate", "report")
 RUNS = "runs"  # <data root>/runs/<run_id>/
@@ -99,7 +104,22 @@ class Artifact:
 
     def producer(self, variant: str | None = None) -> str:
         """The step to (re-)run when it is missing or damaged, as an error message names it."""
-        return f"{self.step} (--variant {variant})" if variant else self.step
+        return producer(self.step, variant)
+
+
+def producer(step: str, variant: str | None = None) -> str:
+    """How an error message names the step (of cluster ``variant``) that writes a file."""
+    return f"{step} (--variant {variant})" if variant else step
+
+
+def missing_input(path: Path, produced_by: str) -> str:
+    """The one line for an upstream artifact that is not there."""
+    return f"missing input {path}: run the {produced_by} step for this run id first"
+
+
+def damaged_input(path: Path, what: str, produced_by: str) -> str:
+    """The one line for an upstream artifact that is there but unusable (``what`` is wrong with it)."""
+    return f"{path} {what}; re-run the {produced_by} step"
 
 
 FEATURES = Artifact("prepare", "features.npy")
@@ -115,12 +135,105 @@ CLUSTER_LABELS = Artifact("cluster", "labels.npy")
 CENTERS = Artifact("cluster", "centers.npy")
 METRICS = Artifact("evaluate", "metrics.json")
 # The data of the report's PCA-reduced figure (written by evaluate, drawn by the report, whose image
-# has no scikit-learn); only for data of at least PROJECTION_MIN_FEATURES features.
+# has no scikit-learn), a saved Projection; only for data of at least PROJECTION_MIN_FEATURES features.
 PROJECTION = Artifact("evaluate", "projection.npz")
 PROJECTION_MIN_FEATURES = 2
+PROJECTION_N_INIT = 4  # KMeans(n_init=...) of the figure's fit: evaluate fits it, the report's caption says so
 REPORT = Artifact("report", "report.html")
 # How metrics.json's scores rank: lower is better for these, higher for every other one.
 LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})
+
+
+def is_number(value: Any) -> TypeGuard[int | float]:
+    """Whether a JSON value is a score (a bool is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def ranked(rows: Mapping[str, Mapping[str, Any]], metric: str) -> list[str]:
+    """The variants of ``rows`` (variant -> its scores), best first by ``metric`` as
+    :data:`LOWER_IS_BETTER` says; a missing or undefined score ranks last, ties go by name.
+    Evaluate picks its best variant by it, and the report orders its table by it."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+
+    def key(variant: str) -> tuple[bool, float, str]:
+        value = rows[variant].get(metric)
+        return (False, sign * value, variant) if is_number(value) else (True, 0.0, variant)
+
+    return sorted(rows, key=key)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The report's decision-region figure data, saved as :data:`PROJECTION` (one ``.npz`` member per
+    field, in this order): PCA to 2-D of (a sample of) the features, KMeans fitted on them, and the
+    cluster of each point of a mesh over ``extent``; ``regions[i, j]`` is the cluster of the mesh point
+    at row i (y, lowest first) and column j (x). numpy is imported by :meth:`save` and :meth:`load`
+    only, so that this module stays importable without it."""
+
+    points: NDArray[np.float64]  # (n_plot, 2): the reduced points drawn as dots
+    centroids: NDArray[np.float64]  # (n_clusters, 2)
+    regions: NDArray[np.integer[Any]]  # (rows, columns) cluster index, the smallest unsigned dtype that fits
+    extent: tuple[float, float, float, float]  # x low, x high, y low, y high of the mesh
+    seed: int
+    n_samples: int  # rows of the feature matrix
+    n_fitted: int  # rows PCA and KMeans were fitted on (n_samples, or a sample of them)
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.centroids)
+
+    def save(self, path: Path) -> Path:
+        """Write it byte-stable (:func:`clusterflow_steps.artifacts.save_npz`): equal data, equal sha256,
+        as the cache keys downstream need."""
+        import numpy as np
+
+        from clusterflow_steps.artifacts import save_npz
+
+        return save_npz(path, {"points": self.points, "centroids": self.centroids, "regions": self.regions,
+                               "extent": np.asarray(self.extent, dtype=np.float64), "seed": np.int64(self.seed),
+                               "n_samples": np.int64(self.n_samples), "n_fitted": np.int64(self.n_fitted)})
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        """Read and check a saved projection; :class:`ContractError` naming evaluate when it is missing or damaged."""
+        import zipfile
+
+        import numpy as np
+
+        produced_by = PROJECTION.producer()
+        if not path.is_file():
+            raise ContractError(missing_input(path, produced_by))
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                saved = {f.name: archive[f.name] for f in fields(cls)}
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise ContractError(damaged_input(path, f"is unreadable ({exc})", produced_by)) from None
+        problem = _projection_problem(**saved)
+        if problem:
+            raise ContractError(damaged_input(path, problem, produced_by))
+        low_x, high_x, low_y, high_y = (float(v) for v in saved["extent"])
+        return cls(points=saved["points"].astype(np.float64, copy=False),
+                   centroids=saved["centroids"].astype(np.float64, copy=False), regions=saved["regions"],
+                   extent=(low_x, high_x, low_y, high_y), seed=int(saved["seed"]),
+                   n_samples=int(saved["n_samples"]), n_fitted=int(saved["n_fitted"]))
+
+
+def _projection_problem(points: Any, centroids: Any, regions: Any, extent: Any, **scalars: Any) -> str | None:
+    """What is wrong with a saved projection's arrays (the report could not draw them), or ``None``."""
+    import numpy as np
+
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 1 or centroids.ndim != 2 \
+            or centroids.shape[1] != 2 or len(centroids) < 1:
+        return f"holds points of shape {points.shape} and centroids of shape {centroids.shape}, not (n, 2)"
+    if regions.ndim != 2 or regions.size == 0 or regions.dtype.kind not in "iu" or extent.shape != (4,):
+        return f"holds a region grid of shape {regions.shape} ({regions.dtype}) and extent {extent.shape}"
+    if any(s.shape != () or s.dtype.kind not in "iu" for s in scalars.values()):
+        return "lacks its integer seed, n_samples and n_fitted"
+    if not (np.isfinite(points).all() and np.isfinite(centroids).all() and np.isfinite(extent).all()):
+        return "holds non-finite coordinates"
+    if regions.min() < 0 or regions.max() >= len(centroids):
+        return f"has region labels outside the {len(centroids)} clusters"
+    return None
 
 
 @dataclass(frozen=True)

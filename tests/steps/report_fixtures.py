@@ -56,9 +56,9 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
     k = n_clusters or (len(np.unique(labels)) if labels is not None else 4)
 
     with step_output(layout, "prepare", {"dataset": dataset, "seed": 0, **(prepare_params or {})}) as run:
-        save_array(run, "features.npy", features)
+        save_array(run, contract.FEATURES.name, features)
         if labels is not None:
-            save_array(run, "labels.npy", labels)
+            save_array(run, contract.LABELS.name, labels)
         run.results.update(n_samples=len(features), n_features=features.shape[1])
 
     scores: dict[str, dict[str, Any]] = {}
@@ -69,14 +69,14 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
             kmeans = KMeans(init=variant, n_clusters=k, n_init=4, random_state=0)
         params = {"init": variant, "n_clusters": k, "n_init": kmeans.n_init, "seed": 0}
         with step_output(layout, "cluster", params, variant=variant) as run:
-            run.inputs["features"] = layout.run_dir / "prepare/features.npy"
+            run.inputs["features"] = layout.path(contract.FEATURES)
             t0 = time.perf_counter()
             model = make_pipeline(StandardScaler(), kmeans).fit(features)
             fit_seconds = time.perf_counter() - t0
             centers = model[0].inverse_transform(model[-1].cluster_centers_)
-            joblib.dump(model, run.out / "model.joblib")
-            save_array(run, "labels.npy", model[-1].labels_)
-            save_array(run, "centers.npy", centers)
+            joblib.dump(model, run.out / contract.MODEL.name)
+            save_array(run, contract.CLUSTER_LABELS.name, model[-1].labels_)
+            save_array(run, contract.CENTERS.name, centers)
             run.results.update(inertia=float(model[-1].inertia_), fit_seconds=fit_seconds)
         predicted = model[-1].labels_
         row = {"inertia": float(model[-1].inertia_), "fit_seconds": fit_seconds,
@@ -90,16 +90,17 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
     if best is None:
         pick = min if ranked_by == "inertia" else max
         best = pick(scores, key=lambda v: scores[v][ranked_by])
-    with step_output(layout, "evaluate", {"seed": 0, "rank_by": ranked_by, "min_ari": 0.99 if gate_failures else None}) as run:
+    params = {"seed": 0, "rank_by": ranked_by, "min_ari": 0.99 if gate_failures else None}
+    with step_output(layout, "evaluate", params) as run:
         for variant in variants:
-            run.inputs[f"{variant}/labels"] = layout.run_dir / f"cluster/{variant}/labels.npy"
-        save_json(run, "metrics.json", {
+            run.inputs[f"{variant}/labels"] = layout.path(contract.CLUSTER_LABELS, variant)
+        save_json(run, contract.METRICS.name, {
             "variants": scores, "best": best, "ranked_by": ranked_by,
             "quality_gate": {"passed": not gate_failures, "failures": list(gate_failures),
                              "thresholds": {"min_ari": 0.99 if gate_failures else None, "min_silhouette": None}},
         })
         if features.shape[1] >= contract.PROJECTION_MIN_FEATURES:  # as the evaluate step does
-            projection.save(run.out / contract.PROJECTION.name, projection.compute(features, k, seed=0))
+            projection.compute(features, k, seed=0).save(run.out / contract.PROJECTION.name)
         run.results.update(best=best)
-        run.exit_status = 3 if gate_failures else 0
+        run.exit_status = contract.QUALITY_GATE_EXIT if gate_failures else 0
     return layout

@@ -43,7 +43,7 @@ def run_pipeline(steps: Steps, run_id: str, *extra: str, env: dict[str, str] | N
     """Run the steps of :data:`PIPELINE` named in ``only``, each but the report then committed as the
     orchestrators do; their stdout by step dir."""
     out = {}
-    for (step, args), step_dir in zip(PIPELINE, STEP_DIRS):
+    for (step, args), step_dir in zip(PIPELINE, STEP_DIRS, strict=True):
         if step in only:
             out[step_dir] = steps(step, *args, *extra, run_id=run_id, env=env).stdout
             if step != "report" and env:
@@ -99,7 +99,8 @@ def test_a_new_run_reuses_every_step_from_the_shared_store_without_redoing_work(
         assert again["outputs"] == first["outputs"] and again["results"] == first["results"]
         assert outputs(steps, step_dir, "b") == outputs(steps, step_dir, "a")
     # metrics.json carries the reused fit times: identical, timings included
-    assert steps.path("evaluate/metrics.json", "b").read_bytes() == steps.path("evaluate/metrics.json", "a").read_bytes()
+    assert (steps.path("evaluate/metrics.json", "b").read_bytes()
+            == steps.path("evaluate/metrics.json", "a").read_bytes())
 
     # The report shows run ids and timings of every step, so a new run renders its own page...
     report = steps("report", run_id="b", env=ENV)
@@ -250,7 +251,8 @@ def test_a_tampered_store_entry_is_ignored_with_the_reason_and_the_commit_repair
     assert (f"warning: cluster: ignored damaged cache entry {stored} (labels.npy does not match its "
             "manifest's sha256); running the step") in result.stderr
     assert cache_note(blobs, "cluster/k-means++", "u") == {"key": note["key"], "hit": False, "source": None}
-    assert outputs(blobs, "cluster/k-means++", "u")["labels.npy"] == outputs(blobs, "cluster/k-means++", "t")["labels.npy"]
+    assert (outputs(blobs, "cluster/k-means++", "u")["labels.npy"]
+            == outputs(blobs, "cluster/k-means++", "t")["labels.npy"])
     assert labels.read_bytes() == bytes(damaged)  # a step never writes the store...
     commit(blobs, "cluster", run_id="u")  # ...its commit replaces the damaged entry
     repaired = json.loads((stored / "manifest.json").read_text())
@@ -424,7 +426,8 @@ def test_a_cached_failing_quality_gate_still_fails(steps, monkeypatch):
         assert "evaluate: cache hit" in again.stdout
         assert again.stderr.strip().splitlines()[-1] == reason
         assert steps.manifest("evaluate", run_id)["exit_status"] == 3
-    assert steps.path("evaluate/metrics.json", "b").read_bytes() == steps.path("evaluate/metrics.json", "a").read_bytes()
+    assert (steps.path("evaluate/metrics.json", "b").read_bytes()
+            == steps.path("evaluate/metrics.json", "a").read_bytes())
 
 
 def test_leftovers_of_dead_writers_are_removed_but_live_ones_kept(blobs):

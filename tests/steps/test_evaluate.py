@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from clusterflow_steps import artifacts
+from clusterflow_steps import contract
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.evaluate import gate, metrics, projection
 from tests.steps.conftest import assert_records
@@ -153,7 +154,7 @@ def test_cli_writes_the_report_figures_projection_for_the_best_variant(two_varia
     assert set(summary) == {"best", "ranked_by", "metrics", "quality_gate"} and summary["best"] == "k-means++"
     with np.load(two_variants.path("evaluate/projection.npz"), allow_pickle=False) as archive:
         written = {name: archive[name] for name in archive.files}
-    assert sorted(written) == sorted(artifacts.PROJECTION_FIELDS)
+    assert sorted(written) == sorted(field.name for field in dataclasses.fields(contract.Projection))
     expected = projection.compute(two_variants.array("prepare/features.npy"), 3, seed=4)
     assert (int(written["seed"]), int(written["n_samples"]), int(written["n_fitted"])) == (4, 300, 300)
     for name in ("points", "centroids", "extent"):  # equal but for BLAS/OpenMP rounding (thread counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -18,11 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from clusterflow_steps.artifacts import sha256_file
+from clusterflow_steps.contract import Projection
 from clusterflow_steps.evaluate import projection
 from clusterflow_steps.report import figures
-from clusterflow_steps.report.inputs import read_projection
-from clusterflow_steps.report.build import build_report
+from clusterflow_steps.report.build import render_run
 from clusterflow_steps.report.cli import main
+from clusterflow_steps.report.inputs import load_run
 
 try:  # tests/steps as a package or as a rootdir-inserted directory
     from tests.steps.report_fixtures import VARIANTS, blobs, make_run
@@ -106,14 +108,14 @@ def metrics_of(layout) -> dict:
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     layout = make_run(tmp_path_factory.mktemp("digits"), "digits-1")
-    report = build_report(layout)
+    report = render_run(load_run(layout))
     return layout, report, Page(report.html)
 
 
 @pytest.fixture(scope="module")
 def unlabelled(tmp_path_factory):
     layout = make_run(tmp_path_factory.mktemp("blobs"), "blobs-1", dataset="synthetic", with_labels=False)
-    report = build_report(layout)
+    report = render_run(load_run(layout))
     return layout, report, Page(report.html)
 
 
@@ -127,7 +129,7 @@ def gated(tmp_path_factory):
         metric_overrides={"random": {"fit_seconds": 1.23456, "inertia": 69432.6, "homogeneity": 0.6789,
                                      "completeness": None, "silhouette": -0.0004}},
         best="random")
-    report = build_report(layout)
+    report = render_run(load_run(layout))
     return layout, report, Page(report.html)
 
 
@@ -197,8 +199,8 @@ def test_non_digit_shaped_data_get_a_note_instead_of_center_images(gated):
 
 def projected(tmp_path, features, n_clusters, seed):
     """What the report reads: evaluate's projection of ``features``, written and read back."""
-    path = projection.save(tmp_path / "projection.npz", projection.compute(features, n_clusters, seed))
-    return read_projection(path)
+    path = projection.compute(features, n_clusters, seed).save(tmp_path / "projection.npz")
+    return Projection.load(path)
 
 
 def test_large_data_are_sampled_for_the_pca_figure_and_the_caption_says_so(tmp_path):
@@ -281,11 +283,11 @@ def test_evaluates_projection_is_the_demos_pca_and_kmeans(tmp_path, shape):
 def test_the_report_draws_what_evaluate_wrote(tmp_path, monkeypatch):
     layout = make_run(tmp_path, "proj-1", dataset="synthetic", data=blobs(n_samples=120, n_features=8))
     path = layout.run_dir / "evaluate/projection.npz"
-    written = read_projection(path)
+    written = Projection.load(path)
     assert (written.n_samples, written.n_fitted, written.n_clusters) == (120, 120, 4)
     drawn = []
     monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
-    build_report(layout)
+    render_run(load_run(layout))
     ax = drawn[0].axes[0]
     np.testing.assert_array_equal(ax.collections[0].get_offsets(), written.centroids)
     np.testing.assert_array_equal(ax.lines[0].get_xydata(), written.points)
@@ -305,10 +307,10 @@ def test_a_missing_or_damaged_projection_is_one_line_naming_evaluate(tmp_path, d
     elif damage == "garbage":
         path.write_bytes(b"PK\x03\x04 not a zip")
     elif damage == "stale":
-        projection.save(path, projection.compute(features[:60], 4, seed=0))
+        projection.compute(features[:60], 4, seed=0).save(path)
     else:
         good = projection.compute(features, 4, seed=0)
-        projection.save(path, projection.Projection(**{**good.__dict__, "regions": good.regions + 7}))
+        dataclasses.replace(good, regions=good.regions + 7).save(path)
     result = CliRunner().invoke(main, ["--run-id", "proj-2", "--data-root", str(tmp_path)])
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
@@ -320,7 +322,7 @@ def test_one_feature_data_need_no_projection(tmp_path):
     layout = make_run(tmp_path, "proj-3", dataset="synthetic", data=(features, None), with_labels=False,
                       variants=("random",), n_clusters=2)
     assert not (layout.run_dir / "evaluate/projection.npz").exists()
-    report = build_report(layout)
+    report = render_run(load_run(layout))
     assert "needs at least 2 features; these data have 1" in report.html
     assert report.results["figures"] == []
 
@@ -368,8 +370,9 @@ def test_the_report_renders_every_figure_without_scikit_learn_or_scipy(digits):
             "for blocked in ('sklearn', 'scipy', 'joblib', 'threadpoolctl'): sys.modules[blocked] = None\n"
             "from pathlib import Path\n"
             "from clusterflow_steps.contract import RunLayout\n"
-            "from clusterflow_steps.report.build import build_report\n"
-            f"report = build_report(RunLayout(Path({str(layout.data_root)!r}), {layout.run_id!r}))\n"
+            "from clusterflow_steps.report.build import render_run\n"
+            "from clusterflow_steps.report.inputs import load_run\n"
+            f"report = render_run(load_run(RunLayout(Path({str(layout.data_root)!r}), {layout.run_id!r})))\n"
             "print(report.results['figures'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -431,7 +434,7 @@ def test_lineage_shows_a_docker_run_line_per_step_that_gives_back_the_recorded_a
     for key, argv in evil_args.items():
         path = layout.run_dir / key / "manifest.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "argv": argv, "image": images[key]}))
-    report = build_report(layout)
+    report = render_run(load_run(layout))
     assert "<script" not in report.html.lower() and Page(report.html).scripts == 0
     lineage = report.html[report.html.index('id="lineage"'):]
     sections = re.split(r"<details open><summary>", lineage)[1:]

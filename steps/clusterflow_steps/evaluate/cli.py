@@ -25,7 +25,7 @@ def write_projection(run: StepRun, features: np.ndarray, n_clusters: int, seed: 
     rows = min(len(features), projection.MAX_FIT_ROWS)  # PCA and KMeans fit a sample of at most this many
     with threads.limited(threads.for_work(rows * features.shape[1])), \
             progress.phase(f"projected to 2-D for the report's figure (PCA and KMeans on {rows:,} samples)"):
-        projection.save(run.out / PROJECTION.name, projection.compute(features, n_clusters, seed))
+        projection.compute(features, n_clusters, seed).save(run.out / PROJECTION.name)
 
 
 @step_command("Score every cluster variant of the run as the digits demo does (inertia, homogeneity, "

@@ -10,17 +10,18 @@ from typing import Any
 import numpy as np
 
 from clusterflow_steps.artifacts import UserError
+from clusterflow_steps.contract import LABELS, ranked
 from clusterflow_steps.params import LABEL_METRICS
 
-# LABEL_METRICS: each is sklearn.metrics.<name>_score(true labels, labels)
-ASCENDING = frozenset({"inertia"})  # lower is better; every other rankable metric: higher is better
+# LABEL_METRICS: each is sklearn.metrics.<name>_score(true labels, labels); each rankable metric is
+# ranked by contract.ranked
 SILHOUETTE_SAMPLE = 300
 
 
 def require_labels(metric: str, option: str, has_labels: bool) -> None:
     """Refuse ``option`` (which uses ``metric``) when the run has no true labels."""
     if metric in LABEL_METRICS and not has_labels:
-        raise UserError(f"{option} uses {metric}, which needs true labels, but prepare wrote no labels.npy "
+        raise UserError(f"{option} uses {metric}, which needs true labels, but prepare wrote no {LABELS.name} "
                         "for this run: drop it, or prepare a dataset with labels")
 
 
@@ -58,11 +59,6 @@ def scores(features: np.ndarray, true_labels: np.ndarray | None, labels: np.ndar
 
 
 def best_variant(rows: dict[str, dict[str, Any]], metric: str) -> str:
-    """The variant ranked first by ``metric``; undefined values rank last, ties go by name."""
-    sign = 1.0 if metric in ASCENDING else -1.0
-
-    def rank(variant: str) -> tuple[bool, float, str]:
-        value = rows[variant][metric]
-        return value is None, 0.0 if value is None else sign * value, variant
-
-    return min(rows, key=rank)
+    """The variant ranked first by ``metric`` (:func:`contract.ranked`: undefined values rank last,
+    ties go by name)."""
+    return ranked(rows, metric)[0]

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from clusterflow_steps.cli import ENV_PREFIX
+from clusterflow_steps.contract import ENV_PREFIX
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.params import OPTIONS
 from clusterflow_steps.threads import CGROUP
@@ -127,8 +127,8 @@ class Limits:
             members = archive.infolist()
             names = [m.filename for m in members]
             if "X.npy" not in names:
-                arrays = ", ".join(n.removesuffix(".npy") for n in names[:10]) or "none"
-                raise UserError(f"{path} has no array 'X' (it has: {arrays}): save the features as X (and "
+                found = ", ".join(n.removesuffix(".npy") for n in names[:10]) or "none"
+                raise UserError(f"{path} has no array 'X' (it has: {found}): save the features as X (and "
                                 "labels as y), e.g. np.savez(path, X=X, y=y)")
             others = [n for n in names if n not in NPZ_MEMBERS] + [n for n in NPZ_MEMBERS if names.count(n) > 1]
             if others:

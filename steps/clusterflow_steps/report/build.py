@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clusterflow_steps.contract import IMAGE_ENV, RunLayout
+from clusterflow_steps.artifacts import image_record
+from clusterflow_steps.contract import LABELS, PROJECTION_MIN_FEATURES
 from clusterflow_steps.report import figures, page
-from clusterflow_steps.report.inputs import RunInputs, load_run
+from clusterflow_steps.report.inputs import RunInputs
 
 DIGIT_FEATURES = 64  # 8x8 images
 
@@ -29,10 +29,11 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
     k = len(run.best_centers)
 
     decision, decision_note = None, ""
-    if run.projection is not None:  # evaluate's evaluate/projection.npz (data of 2 or more features)
+    if run.projection is not None:  # evaluate wrote one for data of PROJECTION_MIN_FEATURES or more
         decision = figures.decision_regions(run.projection, digits=run.is_digits)
     else:
-        decision_note = f"The PCA-reduced figure needs at least 2 features; these data have {n_features}."
+        decision_note = (f"The PCA-reduced figure needs at least {PROJECTION_MIN_FEATURES} features; these data "
+                         f"have {n_features}.")
 
     centers, centers_note = None, ""
     if n_features == DIGIT_FEATURES:
@@ -46,13 +47,13 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
     if run.true_labels is not None:
         heatmap = figures.contingency_heatmap(run.best_labels, run.true_labels, run.best)
     else:
-        heatmap_note = ("No true labels: prepare wrote no labels.npy, so there is no cluster × label heat map "
+        heatmap_note = (f"No true labels: prepare wrote no {LABELS.name}, so there is no cluster × label heat map "
                         "and the label-based scores are shown as \u2013.")
 
     html = page.render(
-        run, generated_at=generated_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        run, generated_at=generated_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         decision=decision, decision_note=decision_note, centers=centers, centers_note=centers_note,
-        heatmap=heatmap, heatmap_note=heatmap_note, report_image=os.environ.get(IMAGE_ENV))
+        heatmap=heatmap, heatmap_note=heatmap_note, report_image=image_record()["name"])
     results = {
         "page_bytes": len(html.encode("utf-8")),
         "best": run.best,
@@ -67,7 +68,3 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
     }
     return Report(html, dict(run.read), results)
 
-
-def build_report(layout: RunLayout, *, generated_at: str | None = None) -> Report:
-    """Read ``layout``'s run and render its report; raise :class:`UserError` on missing/damaged inputs."""
-    return render_run(load_run(layout), generated_at=generated_at)

@@ -3,7 +3,7 @@
 Each builder returns a :class:`Figure` carrying the PNG, its alt text and a caption; the page
 embeds it as a ``data:`` URI. matplotlib is imported by the builders, so ``report --help`` and a
 cache hit never pay for it. The report image has no scikit-learn: the decision-region figure draws
-what evaluate computed (evaluate/projection.npz), and the contingency table is counted with numpy.
+what evaluate computed (a ``contract.Projection``), and the contingency table is counted with numpy.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clusterflow_steps.report.inputs import Projection
+from clusterflow_steps.contract import PROJECTION_N_INIT, Projection
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
@@ -51,7 +51,7 @@ def _text(value: object) -> str:
 def decision_regions(projection: Projection, *, digits: bool) -> Figure:
     """The demo's final figure: K-means on PCA-reduced data, regions coloured, centroids as crosses.
 
-    Only draws: evaluate computed the PCA, the KMeans fit and the region mesh (evaluate/projection.npz).
+    Only draws: evaluate computed the PCA, the KMeans fit and the region mesh.
     """
     low_x, high_x, low_y, high_y = projection.extent
     grid_rows, grid_cols = projection.regions.shape
@@ -76,7 +76,7 @@ def decision_regions(projection: Projection, *, digits: bool) -> Figure:
 
     seed, k = projection.seed, projection.n_clusters
     caption = (f"As in the scikit-learn demo: the data reduced to 2-D by PCA(n_components=2), then "
-               f"KMeans(init=\"k-means++\", n_clusters={k}, n_init=4, random_state={seed}) "
+               f"KMeans(init=\"k-means++\", n_clusters={k}, n_init={PROJECTION_N_INIT}, random_state={seed}) "
                f"fitted on the reduced data; the background colours each point of a {grid_cols}×{grid_rows} "
                "grid by the cluster it is assigned to. This is a 2-D illustration, not the model of the table.")
     if projection.n_fitted < projection.n_samples:
@@ -149,7 +149,7 @@ def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, var
     ax.set_xlabel("true label")
     ax.set_title(f"Samples per cluster and true label (variant {_text(variant)})")
     caption = (f"Contingency matrix of the best variant's {n_rows} clusters against the {n_cols} true "
-               "labels (as sklearn.metrics.cluster.contingency_matrix counts them): a clustering that recovers the labels "
-               "puts one dark cell in each row.")
+               "labels (as sklearn.metrics.cluster.contingency_matrix counts them): a clustering that recovers "
+               "the labels puts one dark cell in each row.")
     return Figure(_png(fig), f"Heat map of sample counts per cluster and true label for variant {variant}.",
                   caption)

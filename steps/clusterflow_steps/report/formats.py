@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from clusterflow_steps.contract import is_number
+
 NULL = "\u2013"  # en dash, for a metric without a value (no labels)
 
 # The demo's printed benchmark table: (header, metric key, format) per column after "init".
@@ -29,10 +31,6 @@ COLUMN_TITLES = {
     "adjusted_rand": "adjusted Rand index", "adjusted_mutual_info": "adjusted mutual information",
     "silhouette": "silhouette coefficient (sampled)",
 }
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def format_metric(value: Any, spec: str) -> str:
