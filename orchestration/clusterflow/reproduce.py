@@ -30,7 +30,7 @@ import docker.errors
 from clusterflow import pinning, spec
 from clusterflow.runner import LocalRunner, PipelineImageMissing
 from clusterflow.ui import files
-from clusterflow_steps.contract import MANIFEST, MANIFEST_SCHEMA, VARIANT
+from clusterflow_steps.contract import MANIFEST, MANIFEST_SCHEMA, VARIANT, RunId
 
 _NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # one component of an input or output name
 _LOCAL_IMAGE = re.compile(r"clusterflow/(?P<step>[a-z]+):[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -211,12 +211,12 @@ def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: P
                 raise Refused(f"{found.image} is not on this engine; pulling it from {registry} needs "
                               f"{pinning.REGISTRY_ENV}={registry} (reproduce pulls only from the registry you set)")
     try:  # the runner's own resolution: a pinned image absent here is pulled by its digest
-        runner.ensure_image(found.image)
+        digest = runner.ensure_image(found.image)
     except PipelineImageMissing as exc:
         raise Refused(f"{exc} (the image the run used: build or pull it by that digest)") from None
     task = spec.Task(step, found.image, found.args, variant)
     mounts = spec.mounts(str(scratch), cache=str(scratch / "cache"))
-    code = runner.run_task(task, run_id, mounts)
+    code = runner.run_task(task, RunId(run_id), mounts, digest)
     if code != found.exit_status:
         return [f"the step exited {code}, the run's exited {found.exit_status}"]
     return compare(scratch_run / found.step_dir, found.outputs)
