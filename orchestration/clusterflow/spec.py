@@ -17,25 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterflow_steps.contract import (
-    CENTERS,
-    CLUSTER_LABELS,
-    FEATURES,
-    IMAGE_DIGEST_ENV,
-    IMAGE_ENV,
-    LABELS,
-    METRICS,
-    MODEL,
-    MODEL_ARRAYS,
-    PROJECTION,
-    QUALITY_GATE_EXIT,
-    REPORT,
-    RUN_ID,
-    STEPS,
-    VARIANT,
-    Artifact,
-    RunId,
-)
+from clusterflow_steps.contract import (CENTERS, CLUSTER_LABELS, FEATURES, IMAGE_DIGEST_ENV, IMAGE_ENV, LABELS, METRICS,
+                                        MODEL, MODEL_ARRAYS, PROJECTION, QUALITY_GATE_EXIT, REPORT, RUN_ID, STEPS,
+                                        VARIANT, Artifact, RunId)
 from clusterflow_steps.launch import CACHE_MOUNT, CONTAINER_POLICY, DATA_MOUNT, INPUT_MOUNT, STEP_USER
 
 INITS = ("k-means++", "random", "pca")
