@@ -1,5 +1,5 @@
 """The step operators around their containers, with the launch stubbed (no Docker engine): what
-each step returns, pushes and commits is its spec.Role (see operator_probe.py, run in the Airflow venv)."""
+each step returns, pushes and commits is its spec.Role (see operator_stub_probe.py, run in the Airflow venv)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from clusterflow import spec
 from tests.airflow.conftest import REPO
 
-PROBE = Path(__file__).with_name("operator_probe.py")
+PROBE = Path(__file__).with_name("operator_stub_probe.py")
 MARKER = "OPERATOR-PROBE-JSON: "
 
 
