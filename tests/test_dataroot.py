@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from clusterflow_steps.contract import RunId
+
 from clusterflow import dataroot
 
 STEPS = (10001, 10001)  # the images' user (images/base/Dockerfile), who must own a run's directory
@@ -141,7 +143,7 @@ def test_as_another_user_nothing_changes_owner(tmp_path, monkeypatch):
 
 def test_an_invalid_run_id_is_refused_before_anything_is_made(tmp_path):
     with pytest.raises(ValueError):
-        dataroot.prepare_run_dir(tmp_path / "data", "../escape")
+        dataroot.prepare_run_dir(tmp_path / "data", RunId("../escape"))
     assert not (tmp_path / "data").exists()
 
 

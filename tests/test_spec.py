@@ -9,6 +9,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
+from clusterflow_steps.contract import RunId
+
 from clusterflow import cli, spec
 
 
@@ -17,7 +19,7 @@ def test_stages_run_the_four_steps_in_order_with_one_cluster_task_per_init():
     assert [[t.name for t in stage] for stage in stages] == [
         ["prepare"], ["cluster[k-means++]", "cluster[random]", "cluster[pca]"], ["evaluate"], ["report"]]
     assert [t.image for t in stages[1]] == ["clusterflow/cluster:1.2.3"] * 3
-    assert [t.runs_after_gate_failure for stage in stages for t in stage] == [False] * 5 + [True]
+    assert [t.role.runs_after_gate_failure for stage in stages for t in stage] == [False] * 5 + [True]
 
 
 def test_commands_carry_the_demo_defaults():
@@ -73,7 +75,7 @@ def test_every_task_but_the_report_has_a_commit_the_step_cli_accepts(tmp_path):
     from tests.steps.conftest import COMMANDS
 
     tasks = [t for stage in spec.stages("r", spec.PipelineParams(), spec.local_images("t")) for t in stage]
-    assert [t.name for t in tasks if not t.commits_cache] == ["report"]
+    assert [t.name for t in tasks if not t.role.commits_cache] == ["report"]
     for task in tasks:
         commit = task.commit()
         assert commit.is_commit and not task.is_commit
@@ -88,7 +90,7 @@ def test_every_task_but_the_report_has_a_commit_the_step_cli_accepts(tmp_path):
 @pytest.mark.parametrize("run_id", ["", "a/b", "..", "../x", ".hidden", "a b", "x" * 129, "a..b"])
 def test_unsafe_run_ids_are_refused(run_id):
     with pytest.raises(ValueError, match="invalid run id"):
-        spec.stages(run_id, spec.PipelineParams(), spec.local_images("t"))
+        spec.stages(RunId(run_id), spec.PipelineParams(), spec.local_images("t"))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -12,7 +12,9 @@ import click
 import docker
 import docker.errors
 
-from clusterflow import dataroot, pinning, spec
+from clusterflow_steps.contract import RunId
+
+from clusterflow import dataroot, engine, pinning, spec
 from clusterflow.reproduce import reproduce_command
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
@@ -58,7 +60,7 @@ def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs:
     """Run prepare, cluster (one per init, concurrently), evaluate and report as containers."""
     try:
         pipeline_params = spec.PipelineParams(**params)
-        spec.validate_run_id(run_id)
+        checked_run_id = RunId(run_id)  # checked here, once: the runner, spec and dataroot take it as it is
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
@@ -71,10 +73,7 @@ def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        reason = " ".join(str(exc).split()).removeprefix("Error while fetching server API version: ")
-        reason = reason if len(reason) <= 160 else reason[:157] + "..."
-        raise click.ClickException(f"no Docker engine answers {where} ({reason}): start one "
-                                   "(scripts/ensure-docker.sh) or point DOCKER_HOST at one") from None
+        raise click.ClickException(engine.unreachable(where, exc)) from None
     environ = {**os.environ, **({pinning.DIGESTS_ENV: str(digests)} if digests else {})}
     try:
         images = pinning.resolve(environ, image_tag, pinning.engine_digests(client.api))
@@ -83,7 +82,7 @@ def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs:
         sys.exit(2)
     runner = LocalRunner(client, data_dir, limits=limits, jobs=jobs)
     try:
-        report = runner.run(run_id, pipeline_params, images)
+        report = runner.run(checked_run_id, pipeline_params, images)
     except PipelineImageMissing as exc:
         raise click.ClickException(str(exc)) from None
     except dataroot.UnsafeDataRoot as exc:

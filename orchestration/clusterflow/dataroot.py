@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from clusterflow_steps.contract import RUNS, RunId
+
 from clusterflow import spec
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -22,7 +24,7 @@ class UnsafeDataRoot(ValueError):
     """A run directory, ``runs/`` or cache store that is a symlink or not a directory (one line)."""
 
 
-def prepare_run_dir(data_root: Path, run_id: str) -> Path:
+def prepare_run_dir(data_root: Path, run_id: RunId) -> Path:
     """Create ``runs/<run_id>`` and the host cache store; as root, hand what it created to the steps' user.
 
     Steps run as the images' non-root user when the orchestrator is root (otherwise as the
@@ -30,9 +32,8 @@ def prepare_run_dir(data_root: Path, run_id: str) -> Path:
     parent of a cache store outside it, are the operator's paths and may be symlinks. Raises
     :class:`UnsafeDataRoot` (a ``ValueError``) for a symlink or non-directory below them.
     """
-    run_id = spec.validate_run_id(run_id)
     owner = tuple(int(x) for x in spec.STEP_USER.split(":")) if os.getuid() == 0 else None
-    _make_dirs(data_root, ("runs", run_id), owner)
+    _make_dirs(data_root, (RUNS, run_id), owner)
     store = spec.cache_source(str(data_root))
     if store.startswith("/"):  # otherwise a Docker volume: the engine initialises it
         store_path, root = Path(os.path.normpath(store)), Path(os.path.normpath(data_root))
@@ -40,7 +41,7 @@ def prepare_run_dir(data_root: Path, run_id: str) -> Path:
             _make_dirs(data_root, store_path.relative_to(root).parts, owner)
         else:
             _make_dirs(store_path.parent, (store_path.name,), owner)
-    return data_root / "runs" / run_id
+    return data_root / RUNS / run_id
 
 
 def _make_dirs(base: Path, names: tuple[str, ...], owner: tuple[int, ...] | None) -> None:

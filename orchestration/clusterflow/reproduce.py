@@ -29,7 +29,7 @@ import docker.errors
 from clusterflow import pinning, spec
 from clusterflow.runner import LocalRunner, PipelineImageMissing
 from clusterflow.ui import files
-from clusterflow_steps.contract import CACHE, MANIFEST, MANIFEST_SCHEMA, RUNS, VARIANT, RunLayout
+from clusterflow_steps.contract import CACHE, MANIFEST, MANIFEST_SCHEMA, RUNS, VARIANT, RunId, RunLayout
 
 _OPTIONS_REFUSED = (spec.COMMIT_CACHE_FLAG, "--data-root")  # a commit, and a data root other than the mount
 
@@ -203,12 +203,12 @@ def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: P
                               f"{pinning.REGISTRY_ENV}={registry} (reproduce pulls only from the registry you set)"
                               ) from None
     try:  # the runner's own resolution: a pinned image absent here is pulled by its digest
-        runner.ensure_image(found.image)
+        digest = runner.ensure_image(found.image)
     except PipelineImageMissing as exc:
         raise Refused(f"{exc} (the image the run used: build or pull it by that digest)") from None
     task = spec.Task(step, found.image, found.args, variant)
     mounts = spec.mounts(str(scratch), cache=str(scratch / CACHE))
-    code = runner.run_task(task, run_id, mounts)
+    code = runner.run_task(task, RunId(run_id), mounts, digest)
     if code != found.exit_status:
         return [f"the step exited {code}, the run's exited {found.exit_status}"]
     return compare(step_dir, found.outputs)

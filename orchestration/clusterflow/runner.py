@@ -6,7 +6,8 @@ container (:meth:`spec.Task.commit`: the store read-write, the data root read-on
 outputs into the cache store; a failed commit only means no cache entry.
 
 The step images are resolved before (:func:`pinning.resolve`); a pinned one the engine lacks is
-pulled by its digest when the run starts, a local one it lacks is an error.
+pulled by its digest when the run starts, a local one it lacks is an error
+(:class:`engine.PipelineImageMissing`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import docker
 import docker.errors
-from docker.types import Mount as DockerMount
+from clusterflow_steps.contract import RunId, RunLayout
 
-from clusterflow import dataroot, pinning, spec
+from clusterflow import dataroot, engine, pinning, spec
+from clusterflow.engine import PipelineImageMissing
 
 LOCAL_DAG_ID = "local"
 
@@ -52,7 +54,6 @@ class LocalRunner:
     _running: set = field(default_factory=set, init=False, repr=False)  # containers started, not removed
     _hits: set = field(default_factory=set, init=False, repr=False)  # tasks whose step logged a cache hit
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)  # no new commits
-    _digests: dict = field(default_factory=dict, init=False, repr=False)  # image ref -> what its steps record
 
     def _log(self, line: str) -> None:
         with self._lock:  # concurrent tasks: whole lines, never interleaved halves
@@ -64,23 +65,15 @@ class LocalRunner:
         return spec.STEP_USER if uid == 0 else f"{uid}:{gid}"
 
     def ensure_image(self, ref: str) -> str:
-        """What the steps of image ``ref`` record as ``CLUSTERFLOW_IMAGE_DIGEST``, pulling a pinned
-        image the engine lacks (by digest); remembered for the rest of the run.
-
-        A pinned ref records its manifest digest, the same on every engine that pulled it (so cache
-        keys match across engines); a local one this engine's image ID (only this engine has it).
-        ``RepoDigests`` is neither: it lists ``repo@digest`` of whatever registries the image came
-        from, in no set order.
-        """
+        """What the steps of image ``ref`` record (:func:`engine.image_digest`), pulling a pinned
+        image the engine lacks (by digest)."""
         digest = pinning.pinned_digest(ref)
-        try:
-            local_id = self.client.images.get(ref).id
-        except docker.errors.ImageNotFound:
-            if digest is None:
-                raise PipelineImageMissing(ref) from None
-            self.pull(ref, digest)
-        self._digests[ref] = digest or local_id
-        return self._digests[ref]
+        if digest:
+            try:
+                self.client.images.get(ref)
+            except docker.errors.ImageNotFound:
+                self.pull(ref, digest)
+        return engine.image_digest(ref, lambda found: str(self.client.images.get(found).id))
 
     def pull(self, ref: str, digest: str) -> None:
         """Pull a pinned image by its digest (never a tag), logging how long it took."""
@@ -93,12 +86,13 @@ class LocalRunner:
                                             "answers and the engine trusts it") from None
         self._log(f"pulled {ref} in {time.monotonic() - started:.1f} s")
 
-    def run_task(self, task: spec.Task, run_id: str, mounts: list[spec.Mount]) -> int:
+    def run_task(self, task: spec.Task, run_id: RunId, mounts: list[spec.Mount], digest: str) -> int:
+        """Run ``task``'s container to its end (``digest``: its image's, see :meth:`ensure_image`); its exit code."""
         container = self.client.containers.create(
             task.image, list(task.command), user=self.container_user(),
-            environment=spec.step_environment(task.image, self._digests.get(task.image) or self.ensure_image(task.image)),
+            environment=spec.step_environment(task.image, digest),
             labels=spec.labels(LOCAL_DAG_ID, run_id, task),
-            mounts=[DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in mounts],
+            mounts=[engine.docker_mount(m) for m in mounts],
             **spec.CONTAINER_POLICY, **self.limits.docker_kwargs(),
         )
         with self._lock:
@@ -117,30 +111,33 @@ class LocalRunner:
                 self._running.discard(container)
             container.remove(force=True)
 
-    def run(self, run_id: str, params: spec.PipelineParams, images: pinning.Images) -> Path:
-        """Run every stage with ``images``; return the report's path or raise :class:`PipelineFailed`."""
-        spec.validate_run_id(run_id)
+    def run(self, run_id: RunId, params: spec.PipelineParams, images: pinning.Images) -> Path:
+        """Run every stage with ``images``; return the run's result (the report) or raise :class:`PipelineFailed`."""
         stages = spec.stages(run_id, params, images.refs)
-        for ref in dict.fromkeys(images.refs.values()):  # before any step: pulls are logged once
-            self.ensure_image(ref)
+        # before any step, once per image: pulls are logged once, every task gets its image's digest
+        digests = {ref: self.ensure_image(ref) for ref in dict.fromkeys(images.refs.values())}
         self._stopping.clear()
         self.data_dir = self.data_dir.resolve()
         dataroot.prepare_run_dir(self.data_dir, run_id)
         mounts = {commit: spec.mounts(str(self.data_dir), params.dataset, commit=commit) for commit in (False, True)}
+        tasks = [t for stage in stages for t in stage]
+        after_gate = [t.name for t in tasks if t.role.runs_after_gate_failure]
         gate_failure: PipelineFailed | None = None
         for stage in stages:
-            tasks = [t for t in stage if not gate_failure or t.runs_after_gate_failure]
+            ready = [t for t in stage if not gate_failure or t.role.runs_after_gate_failure]
             # every task of the stage finishes before a failure is raised: none is left running
-            for task, code in zip(tasks, self._run_stage(tasks, run_id, mounts)):
-                if code == spec.QUALITY_GATE_EXIT and task.step == "evaluate":
-                    gate_failure = PipelineFailed(task, code, after=["report"])
+            for task, code in zip(ready, self._run_stage(ready, run_id, mounts, digests), strict=True):
+                if code and code == task.role.gate_exit_code:
+                    gate_failure = PipelineFailed(task, code, after=after_gate)
                 elif code:
                     raise PipelineFailed(task, code)
         if gate_failure:
             raise gate_failure
-        return self.data_dir / "runs" / run_id / "report" / "report.html"
+        (result,) = [t.role.result for t in tasks if t.role.result]
+        return RunLayout(self.data_dir, run_id).path(result)
 
-    def _run_stage(self, tasks: list[spec.Task], run_id: str, mounts: dict[bool, list[spec.Mount]]) -> list[int]:
+    def _run_stage(self, tasks: list[spec.Task], run_id: RunId, mounts: dict[bool, list[spec.Mount]],
+                   digests: dict[str, str]) -> list[int]:
         """Each task's exit code, in order; up to :attr:`jobs` of them run at once.
 
         If waiting is interrupted (Ctrl-C) or a launch fails, the stage's other containers are
@@ -148,11 +145,11 @@ class LocalRunner:
         """
         def launch(task: spec.Task) -> int:
             self._log(f"==> {task.name}: {task.image} {' '.join(task.command)}")
-            code = self.run_task(task, run_id, mounts[False])
+            code = self.run_task(task, run_id, mounts[False], digests[task.image])
             # a hit's outputs are the store's own (a step that lies about one only loses its entry)
-            if task.commits_cache and task.keeps_outputs(code) and task not in self._hits \
+            if task.role.commits_cache and task.keeps_outputs(code) and task not in self._hits \
                     and not self._stopping.is_set():
-                committed = self.run_task(task.commit(), run_id, mounts[True])
+                committed = self.run_task(task.commit(), run_id, mounts[True], digests[task.image])
                 if committed:
                     self._log(f"warning: {task.name}: the cache commit exited {committed}: "
                               "its outputs are not cached (the run goes on)")
@@ -177,10 +174,3 @@ class LocalRunner:
             raise
         finally:
             pool.shutdown(wait=True)
-
-
-class PipelineImageMissing(Exception):
-    """A step image the engine does not have and cannot get."""
-
-    def __init__(self, image: str, why: str = "not found: build the images first with `make images`"):
-        super().__init__(f"image {image} {why}")

@@ -14,7 +14,9 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from clusterflow_steps.contract import IMAGE_DIGEST_ENV, IMAGE_ENV, QUALITY_GATE_EXIT, RUN_ID, STEPS, VARIANT
+from clusterflow_steps.contract import (CENTERS, CLUSTER_LABELS, FEATURES, IMAGE_DIGEST_ENV, IMAGE_ENV, LABELS, METRICS,
+                                        MODEL, MODEL_ARRAYS, PROJECTION, QUALITY_GATE_EXIT, REPORT, RUN_ID, STEPS,
+                                        VARIANT, Artifact, RunId)
 from clusterflow_steps.launch import CACHE_MOUNT, CONTAINER_POLICY, DATA_MOUNT, INPUT_MOUNT, STEP_USER
 from clusterflow_steps.params import BUILTIN_DATASETS as BUILTIN_DATASETS
 from clusterflow_steps.params import COMMIT_CACHE_FLAG as COMMIT_CACHE_FLAG
@@ -92,6 +94,28 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Role:
+    """What a step's tasks are to the renderings besides a command: read from :data:`ROLES`,
+    so neither the runner nor the DAG branches on a step's name."""
+
+    outputs: tuple[Artifact, ...]  # the contract files it writes (a commit caches them)
+    per_variant: bool = False  # one task per init strategy, named ``step[<init>]``
+    gate_exit_code: int | None = None  # exit code of "outputs written, the quality gate breached"
+    prints_summary: bool = False  # its last output line is the run's one-line JSON summary
+    runs_after_gate_failure: bool = False  # it runs (to document the breach) after a gate failure
+    commits_cache: bool = True  # its outputs go into the cache store (the report's show run ids)
+    result: Artifact | None = None  # the file a finished run hands back (the local CLI, the DAG's XCom)
+
+
+ROLES = {
+    "prepare": Role((FEATURES, LABELS)),
+    "cluster": Role((MODEL, MODEL_ARRAYS, CLUSTER_LABELS, CENTERS), per_variant=True),
+    "evaluate": Role((METRICS, PROJECTION), gate_exit_code=QUALITY_GATE_EXIT, prints_summary=True),
+    "report": Role((REPORT,), runs_after_gate_failure=True, commits_cache=False, result=REPORT),
+}
+
+
+@dataclass(frozen=True)
 class Task:
     """One container launch: a step (and, for cluster, one variant)."""
 
@@ -99,26 +123,33 @@ class Task:
     image: str
     command: tuple[str, ...]
     variant: str | None = None
-    runs_after_gate_failure: bool = False
-    commits_cache: bool = True  # its outputs go into the cache store (the report's show run ids)
+
+    @property
+    def role(self) -> Role:
+        return ROLES[self.step]
 
     @property
     def name(self) -> str:
-        return f"{self.step}[{self.variant}]" if self.variant else self.step
+        return task_name(self.step, self.variant)
 
     @property
     def is_commit(self) -> bool:
         return COMMIT_CACHE_FLAG in self.command
 
     def keeps_outputs(self, exit_code: int) -> bool:
-        """Whether a run that exited ``exit_code`` left outputs to commit: success, or evaluate's
-        quality-gate failure (it writes its metrics, then exits 3)."""
-        return exit_code == 0 or (exit_code == QUALITY_GATE_EXIT and self.step == "evaluate")
+        """Whether a run that exited ``exit_code`` left outputs to commit: success, or its role's
+        quality-gate exit (evaluate writes its metrics, then exits 3)."""
+        return exit_code == 0 or exit_code == self.role.gate_exit_code
 
     def commit(self) -> Task:
         """The container that, after this task succeeded, puts its outputs into the cache store:
         the same command (so the step derives the same cache key) with ``--commit-cache``."""
         return dataclasses.replace(self, command=(*self.command, COMMIT_CACHE_FLAG))
+
+
+def task_name(step: str, variant: str | None = None) -> str:
+    """A task's name in both renderings (logs, labels, the DAG's plan): ``step`` or ``step[variant]``."""
+    return f"{step}[{variant}]" if variant else step
 
 
 def image_ref(step: str, tag: str) -> str:
@@ -129,13 +160,6 @@ def image_ref(step: str, tag: str) -> str:
 def local_images(tag: str) -> dict[str, str]:
     """Every step's local image (no registry): what :func:`stages` gets without pins."""
     return {step: image_ref(step, tag) for step in STEPS}
-
-
-def validate_run_id(run_id: str) -> str:
-    problem = RUN_ID.problem(run_id)
-    if problem:
-        raise ValueError(problem)
-    return run_id
 
 
 def dataset_in_container(dataset: str) -> str:
@@ -166,33 +190,26 @@ def mounts(data_source: str, dataset: str = "digits", *, cache: str | None = Non
     return found
 
 
-def command(step: str, run_id: str, params: PipelineParams, variant: str | None = None) -> tuple[str, ...]:
-    """Arguments after the image's entrypoint (the step CLI)."""
-    args = ["--run-id", validate_run_id(run_id), *params.flags(step)]
-    if step == "prepare":
+def command(step: str, run_id: RunId, params: PipelineParams, variant: str | None = None) -> tuple[str, ...]:
+    """Arguments after the image's entrypoint (the step CLI); a dataset file as the container sees it."""
+    args = ["--run-id", run_id, *params.flags(step)]
+    if "--dataset" in args:
         args[args.index("--dataset") + 1] = dataset_in_container(params.dataset)
-    if step == "cluster":
-        problem = VARIANT.problem(variant)
-        if problem:
-            raise ValueError(problem)
-        args += ["--init", variant, "--variant", variant]
+    if ROLES[step].per_variant:
+        checked = VARIANT.check(variant)
+        args += ["--init", checked, "--variant", checked]
     return tuple(args)
 
 
-def stages(run_id: str, params: PipelineParams, images: typing.Mapping[str, str]) -> list[list[Task]]:
-    """The pipeline in order; tasks within a stage are independent of each other. ``images``:
-    step -> the reference its containers are created from (resolved once per run, see
-    :func:`clusterflow.pinning.resolve`, or :func:`local_images`)."""
+def stages(run_id: RunId, params: PipelineParams, images: typing.Mapping[str, str]) -> list[list[Task]]:
+    """The pipeline in order, a stage per step; tasks within a stage are independent of each
+    other. ``images``: step -> the reference its containers are created from (resolved once per
+    run, see :func:`clusterflow.pinning.resolve`, or :func:`local_images`)."""
     missing = [step for step in STEPS if not images.get(step)]
     if missing:
         raise ValueError(f"no image for step {missing[0]}: give one per step ({', '.join(STEPS)})")
-
-    def task(step: str, variant: str | None = None) -> Task:
-        return Task(step, images[step], command(step, run_id, params, variant),
-                    variant, runs_after_gate_failure=step == "report", commits_cache=step != "report")
-
-    return [[task("prepare")], [task("cluster", init) for init in params.inits],
-            [task("evaluate")], [task("report")]]
+    return [[Task(step, images[step], command(step, run_id, params, variant), variant)
+             for variant in (params.inits if ROLES[step].per_variant else (None,))] for step in STEPS]
 
 
 def labels(dag_id: str, run_id: str, task: Task, try_number: int = 1) -> dict[str, str]:
@@ -201,7 +218,7 @@ def labels(dag_id: str, run_id: str, task: Task, try_number: int = 1) -> dict[st
             f"{LABEL_PREFIX}.task_id": task.name, f"{LABEL_PREFIX}.try_number": str(try_number)}
 
 
-def container_name(run_id: str, task: Task) -> str:
+def container_name(run_id: RunId, task: Task) -> str:
     """The one name a task's container has in a run (the DAG's), so a retry finds an earlier try's."""
     name = f"clusterflow.{run_id}." + re.sub(r"[^A-Za-z0-9_.-]", "-", task.name.replace("[", ".").rstrip("]"))
     return f"{name}.commit" if task.is_commit else name
@@ -215,7 +232,7 @@ def step_environment(image: str, digest: str | None) -> dict[str, str]:
     return env
 
 
-def safe_run_id(value: str) -> str:
+def safe_run_id(value: str) -> RunId:
     """A run id that obeys the contract's rule, for any string (e.g. an Airflow run id).
 
     A value that already obeys :data:`RUN_ID` is returned as it is. Any other value (Airflow's
@@ -224,8 +241,8 @@ def safe_run_id(value: str) -> str:
     values never share a run directory (``manual__2026-11-24T10-00-00-00-00-<hash>``).
     """
     if RUN_ID.problem(value) is None:
-        return value
+        return RunId(value)
     digest = hashlib.sha256(value.encode()).hexdigest()[:12]
     body = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", value)).lstrip(".-")
     body = body[:RUN_ID.longest - len(digest) - 1].rstrip(".-")
-    return validate_run_id(f"{body}-{digest}" if body else digest)
+    return RunId(f"{body}-{digest}" if body else digest)

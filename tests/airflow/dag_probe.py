@@ -14,7 +14,9 @@ from pathlib import Path
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.definitions.param import ParamsDict
 
-from clusterflow import airflow_dag
+from clusterflow import dag as airflow_dag
+from clusterflow.engine import docker_mount
+from clusterflow.plan import Plan, render_container, render_plan
 
 MARKER = "DAG-PROBE-JSON: "
 
@@ -82,23 +84,25 @@ def main() -> None:
         except ValueError as exc:
             out["render_error"] = str(exc)
             break
-        plan = airflow_dag.render_plan(case["params"], case["run_id"], case["data_source"], images)
+        plan = render_plan(case["params"], case["run_id"], case["data_source"], images)
+        plan = Plan.from_xcom(plan.to_xcom())  # what every step task reads back
         rendered = {}
-        for name, t in plan["tasks"].items():
-            op = dag.get_task(t["step"])
+        for t in plan.tasks:
+            op = dag.get_task(t.step)
             step = op.partial_kwargs["step"] if op.is_mapped else op.step
-            settings = airflow_dag.render_container(plan, dag.dag_id, step, t["variant"],
-                                                    case.get("try_number", 1), case.get("digest"))
-            settings["mounts"] = [dict(m) for m in settings["mounts"]]
-            rendered[name] = settings
-        renders.append({"plan": plan, "containers": rendered})
+            settings = render_container(plan, dag.dag_id, plan.task(step, t.variant),
+                                        case.get("try_number", 1), case.get("digest"))
+            settings["mounts"] = [dict(docker_mount(m)) for m in settings["mounts"]]
+            rendered[t.name] = settings
+        renders.append({"plan": plan.to_xcom(), "containers": rendered})
     out["render"] = renders
     retry = request.get("retry")
     if retry:  # what a later try launches from the plan it pulls from XCom
         image = retry["plan"]["tasks"][f"{retry['step']}[{retry['variant']}]"]["image"]
         digest = dag.get_task("prepare").image_digest(image)  # StepOperator's (the same for every step)
-        settings = airflow_dag.render_container(retry["plan"], dag.dag_id, retry["step"], retry["variant"],
-                                                retry["try_number"], digest)
+        plan = Plan.from_xcom(retry["plan"])
+        settings = render_container(plan, dag.dag_id, plan.task(retry["step"], retry["variant"]),
+                                    retry["try_number"], digest)
         out["retry"] = {"image": settings["image"], "environment": settings["environment"]}
     validations = []
     for conf in request.get("conf", []):

@@ -165,7 +165,7 @@ def test_evaluate_pushes_a_one_line_summary_of_the_best_variant(dag_run):
     summary = dag_run.xcom("evaluate")
     assert summary is not None, (
         "evaluate pushed no summary: its container's last stdout line must be a one-line JSON object "
-        "with 'best' (see orchestration/clusterflow/airflow_dag.py, _summary)")
+        "with 'best' (see orchestration/clusterflow/operators.py, _summary)")
     assert summary["best"] == metrics["best"]
     assert summary["ranked_by"] == metrics["ranked_by"]
     assert without_timings(summary["metrics"]) == without_timings(metrics["variants"][metrics["best"]])

@@ -86,7 +86,7 @@ def test_the_service_container_gets_the_container_policy(airflow_venv):
     code = (
         "import json\n"
         "from docker import types\n"
-        "from clusterflow.airflow_dag import _PolicyClient\n"
+        "from clusterflow.operators import _PolicyClient\n"
         "class Engine:\n"
         "    def create_service(self, template, **kw):\n"
         "        print(json.dumps(template['ContainerSpec']))\n"

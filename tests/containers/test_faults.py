@@ -86,7 +86,7 @@ def test_the_runner_creates_hardened_limited_containers(engine, data_dir, monkey
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
     dataroot.prepare_run_dir(data_dir, "hardened")
     task = prepare_task("hardened", dataset="synthetic", n_samples=200)
-    assert runner.run_task(task, "hardened", spec.mounts(str(data_dir))) == 0
+    assert runner.run_task(task, "hardened", spec.mounts(str(data_dir)), runner.ensure_image(task.image)) == 0
     attrs, = inspected
     host = attrs["HostConfig"]
     assert host["NetworkMode"] == "none"
@@ -107,7 +107,7 @@ def test_the_memory_limit_is_enforced_and_leaves_nothing_partial(engine, data_di
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
     dataroot.prepare_run_dir(data_dir, "oom")
     task = prepare_task("oom", dataset="synthetic", n_samples=400_000)  # ~200 MB of blobs
-    assert runner.run_task(task, "oom", spec.mounts(str(data_dir))) == 137  # SIGKILL by the OOM killer
+    assert runner.run_task(task, "oom", spec.mounts(str(data_dir)), runner.ensure_image(task.image)) == 137  # SIGKILL by the OOM killer
     assert not (data_dir / "runs/oom/prepare").exists()
 
 
@@ -132,14 +132,15 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
     rng = random.Random(os.environ.get("CLUSTERFLOW_STRESS_SEED", "0"))
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
     mounts = spec.mounts(str(data_dir))
+    digest = runner.ensure_image(prepare_task("reference").image)
 
     dataroot.prepare_run_dir(data_dir, "reference")
     started = time.monotonic()
-    assert runner.run_task(prepare_task("reference", **KILL_PARAMS), "reference", mounts) == 0
+    assert runner.run_task(prepare_task("reference", **KILL_PARAMS), "reference", mounts, digest) == 0
     undisturbed = time.monotonic() - started
     reference = output_hashes(data_dir / "runs/reference/prepare")
     dataroot.prepare_run_dir(data_dir, "previous")
-    assert runner.run_task(prepare_task("previous", **PREVIOUS_PARAMS), "previous", mounts) == 0
+    assert runner.run_task(prepare_task("previous", **PREVIOUS_PARAMS), "previous", mounts, digest) == 0
     previous = complete(data_dir / "runs/previous/prepare")
 
     figures = {"trials": trials, "killed": 0, "finished_before_kill": 0, "killed_mid_write": 0,
@@ -156,8 +157,8 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
                 os.chown(path, uid, gid, follow_symlinks=False)
         task = prepare_task(run_id, **KILL_PARAMS)
         codes: list[int] = []
-        worker = threading.Thread(target=lambda codes=codes, task=task, run_id=run_id:
-                                  codes.append(runner.run_task(task, run_id, mounts)))
+        worker = threading.Thread(target=lambda codes=codes, task=task, run_id=run_id, digest=digest:
+                                  codes.append(runner.run_task(task, run_id, mounts, digest)))
         worker.start()
         container = step_container(engine, run_id, time.monotonic() + 30)
         if trial % 2 == 0:  # any moment of the step's life
@@ -199,7 +200,7 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
             figures["partial_artifacts"] += 1
             raise
         figures[f"left_{state}"] += 1
-        assert runner.run_task(task, run_id, mounts) == 0  # the re-run
+        assert runner.run_task(task, run_id, mounts, digest) == 0  # the re-run
         complete(target)
         assert output_hashes(target) == reference
         figures["reruns_identical"] += 1
@@ -305,7 +306,7 @@ def test_five_concurrent_runs_are_isolated_and_equal_sequential_ones(engine, tmp
         params = {k: v if k in ("dataset", "inits") else int(v) for k, v in params.items()}
         for stage in spec.stages(run_id, spec.PipelineParams(**params), spec.local_images(VERSION))[:3]:
             for task in stage:
-                assert runner.run_task(task, run_id, mounts) == 0, task.name
+                assert runner.run_task(task, run_id, mounts, runner.ensure_image(task.image)) == 0, task.name
         assert scores(together, run_id) == scores(alone, run_id), run_id
         for manifest in (together / "runs" / run_id).rglob(MANIFEST):
             assert json.loads(manifest.read_text())["run_id"] == run_id

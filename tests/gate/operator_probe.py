@@ -11,7 +11,9 @@ import sys
 
 from airflow.sdk import DAG
 
-from clusterflow import airflow_dag, spec
+from clusterflow import dag, spec
+from clusterflow.operators import StepOperator
+from clusterflow.plan import render_plan
 
 
 class TaskInstance:
@@ -23,13 +25,11 @@ class TaskInstance:
 
 def main() -> None:
     url, source = sys.argv[1], sys.argv[2]
-    plan = airflow_dag.render_plan({}, "r1", source, airflow_dag.plan_images())  # limits, images from the env
+    plan = render_plan({}, "r1", source, dag.plan_images())  # limits, images from the env
     with DAG(spec.DAG_ID, start_date=dt.datetime(2026, 1, 1), schedule=None):
-        operator = airflow_dag.StepOperator(task_id="prepare", step="prepare", docker_url=url)
-    operator.nano_cpus = plan["limits"]["nano_cpus"]
+        operator = StepOperator(task_id="prepare", step="prepare", docker_url=url)
     for commit in (False, True):  # the step's container, then its cache commit's
-        for name, value in operator.render(plan, 1, "sha256:" + "a" * 64, commit=commit).items():
-            setattr(operator, name, value)
+        operator.render(plan, 1, "sha256:" + "a" * 64, commit=commit)
         operator.launch({"ti": TaskInstance()})
 
 

@@ -50,8 +50,9 @@ def test_the_local_runner_launches_a_step_and_its_commit_through_the_gate(gate: 
                                                                           data_root: Path) -> None:
     local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
     task = spec.stages("r1", spec.PipelineParams(), spec.local_images("0.1.0"))[0][0]
-    assert local.run_task(task, "r1", spec.mounts(str(data_root))) == 0
-    assert local.run_task(task.commit(), "r1", spec.mounts(str(data_root), commit=True)) == 0
+    digest = local.ensure_image(task.image)
+    assert local.run_task(task, "r1", spec.mounts(str(data_root)), digest) == 0
+    assert local.run_task(task.commit(), "r1", spec.mounts(str(data_root), commit=True), digest) == 0
     step, commit = creates(engine)
     data, cache = str(data_root), f"{data_root}/cache"
     assert_canonical(step, [{"Target": "/data", "Source": data, "Type": "bind", "ReadOnly": False},
@@ -67,7 +68,7 @@ def test_a_dataset_from_the_allowed_input_directory_is_mounted_read_only(gate: s
     params = spec.PipelineParams(dataset=str(inputs / "link.csv"))
     local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
     task = spec.stages("r1", params, spec.local_images("0.1.0"))[0][0]
-    assert local.run_task(task, "r1", spec.mounts(str(data_root), params.dataset)) == 0
+    assert local.run_task(task, "r1", spec.mounts(str(data_root), params.dataset), local.ensure_image(task.image)) == 0
     (request,) = creates(engine)
     mounts = json.loads(request["body"])["HostConfig"]["Mounts"]
     # the link as the gate resolved it: what is mounted is what was checked
@@ -151,7 +152,7 @@ def test_the_local_runner_pulls_and_launches_a_pinned_step_through_the_gate(pinn
     local.pull(PINNED_PREPARE, PUBLISHED["prepare"])  # what it does when the engine lacks the image
     images = {step: f"{REGISTRY}/clusterflow/{step}@{PUBLISHED[step]}" for step in spec.STEPS}
     task = spec.stages("r1", spec.PipelineParams(), images)[0][0]
-    assert local.run_task(task, "r1", spec.mounts(str(data_root))) == 0
+    assert local.run_task(task, "r1", spec.mounts(str(data_root)), local.ensure_image(task.image)) == 0
     assert lines[0].startswith(f"pulled {PINNED_PREPARE} in ")
     body = json.loads(creates(engine)[0]["body"])
     assert body["Image"] == PINNED_PREPARE

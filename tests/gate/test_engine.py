@@ -72,7 +72,7 @@ def run_prepare(client: docker.DockerClient, data_dir: Path) -> list[str]:
     lines: list[str] = []
     local = runner.LocalRunner(client, data_dir, log=lines.append, limits=spec.step_limits(LIMITS))
     task = spec.stages("r1", spec.PipelineParams(), spec.local_images(VERSION))[0][0]
-    assert local.run_task(task, "r1", spec.mounts(str(data_dir))) == 0, lines
+    assert local.run_task(task, "r1", spec.mounts(str(data_dir)), local.ensure_image(task.image)) == 0, lines
     return lines
 
 

@@ -1,0 +1,73 @@
+"""Runs in the Airflow venv (not collected by pytest): each step's StepOperator.execute with its
+container launch stubbed out (no Docker engine), printing what it returned, pushed and launched
+as JSON on stdout. What a step does around its container comes from its spec.Role."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
+from airflow.sdk import DAG
+
+from clusterflow import pinning, spec
+from clusterflow.operators import PLAN_TASK, PLAN_XCOM, StepOperator
+from clusterflow.plan import render_plan
+
+MARKER = "OPERATOR-PROBE-JSON: "
+GATE_LINE = "Error: quality gate failed for best variant pca"
+PLAN = render_plan({"inits": ["pca"]}, "r1", "/srv/d", pinning.local("t"), spec.StepLimits(1 << 30, 1.0)).to_xcom()
+
+
+class TaskInstance:
+    try_number = 1
+
+    def __init__(self, task_id: str, pushed: dict[str, Any]):
+        self.task_id, self.pushed = task_id, {f"{PLAN_TASK}/{PLAN_XCOM}": PLAN, **pushed}
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        return self.pushed.get(f"{task_ids}/{key}")
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[f"{self.task_id}/{key}"] = value
+
+
+def execute(step: str, variant: str | None = None, lines: list[str] | None = None, gate: bool = False,
+            pushed: dict[str, Any] | None = None) -> dict[str, Any]:
+    with DAG(spec.DAG_ID, start_date=dt.datetime(2026, 1, 1), schedule=None):
+        operator = StepOperator(task_id=step, step=step, variant=variant)
+    launched: list[list[str]] = []
+
+    def launch(context: Any) -> list[str] | None:
+        command = list(operator.command or [])
+        launched.append(command)
+        if gate and spec.COMMIT_CACHE_FLAG not in command:
+            raise DockerContainerFailedSkipException("exit 3", logs=["scoring", GATE_LINE])
+        return lines
+
+    operator.launch = launch  # type: ignore[method-assign]
+    operator.image_digest = lambda image: "sha256:" + "a" * 64  # type: ignore[method-assign]
+    ti = TaskInstance(step, pushed or {})
+    try:
+        returned, error = operator.execute({"ti": ti}), None
+    except Exception as exc:  # what the task fails or skips with
+        returned, error = None, f"{type(exc).__name__}: {exc}"
+    return {"returned": returned, "error": error, "launched": launched, "pushed": ti.pushed,
+            "container_name": operator.container_name, "nano_cpus": operator.nano_cpus}
+
+
+def main() -> None:
+    summary = json.dumps({"best": "pca"})
+    print(MARKER + json.dumps({
+        "prepare": execute("prepare"),
+        "cluster": execute("cluster", "pca"),
+        "evaluate": execute("evaluate", lines=["scoring", summary]),
+        "gated": execute("evaluate", gate=True),
+        "report": execute("report", pushed={"evaluate/quality_gate": {"passed": False, "reason": GATE_LINE}}),
+        "report_alone": execute("report"),
+    }, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The step operators around their containers, with the launch stubbed (no Docker engine): what
+each step returns, pushes and commits is its spec.Role (see operator_stub_probe.py, run in the Airflow venv)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterflow import spec
+from tests.airflow.conftest import REPO
+
+PROBE = Path(__file__).with_name("operator_stub_probe.py")
+MARKER = "OPERATOR-PROBE-JSON: "
+
+
+@pytest.fixture(scope="module")
+def seen(airflow_venv: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLUSTERFLOW"))}
+    done = subprocess.run([str(airflow_venv / "bin" / "python"), str(PROBE)], env={**env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
+    assert done.returncode == 0 and lines, done.stderr[-4000:]
+    return json.loads(lines[-1][len(MARKER):])
+
+
+def test_every_step_but_the_report_launches_its_container_then_its_cache_commit(seen):
+    for name in ("prepare", "cluster", "evaluate"):
+        step, commit = seen[name]["launched"]
+        assert commit == [*step, spec.COMMIT_CACHE_FLAG], name
+    assert seen["cluster"]["launched"][0][-4:] == ["--init", "pca", "--variant", "pca"]
+    assert seen["cluster"]["container_name"] == "clusterflow.r1.cluster.pca.commit"
+    assert seen["cluster"]["nano_cpus"] == 1_000_000_000
+    assert seen["report"]["launched"] == [["--run-id", "r1", "--cache"]]  # no commit: commits_cache is off
+
+
+def test_evaluate_returns_its_summary_and_pushes_the_gate_verdict(seen):
+    assert seen["evaluate"]["returned"] == {"best": "pca"} and seen["evaluate"]["error"] is None
+    assert seen["evaluate"]["pushed"]["evaluate/quality_gate"] == {"passed": True, "reason": None}
+    assert seen["prepare"]["returned"] is None and "prepare/quality_gate" not in seen["prepare"]["pushed"]
+
+
+def test_a_gate_breach_fails_evaluate_with_its_reason_and_still_commits_its_metrics(seen):
+    gated = seen["gated"]
+    assert gated["error"] == ("AirflowFailException: quality gate failed (exit 3): "
+                              "Error: quality gate failed for best variant pca")
+    assert gated["pushed"]["evaluate/quality_gate"] == {"passed": False,
+                                                        "reason": "Error: quality gate failed for best variant pca"}
+    assert len(gated["launched"]) == 2
+
+
+def test_the_report_runs_after_a_verdict_and_returns_its_path_else_skips(seen):
+    assert seen["report"]["returned"] == "runs/r1/report/report.html"
+    alone = seen["report_alone"]
+    assert alone["error"] == ("AirflowSkipException: nothing to report: evaluate produced no metrics "
+                              "(an earlier step failed)")
+    assert alone["launched"] == []
