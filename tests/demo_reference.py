@@ -38,7 +38,7 @@ def bench_k_means(kmeans, name, data, labels, seed):
 def demo_table(seed: int = 0) -> dict[str, dict[str, float]]:
     """The example's printed table, keyed by clusterflow's variant and metric names."""
     data, labels = load_digits(return_X_y=True)
-    (n_samples, n_features), n_digits = data.shape, np.unique(labels).size
+    n_digits = np.unique(labels).size
     rows = [
         bench_k_means(KMeans(init="k-means++", n_clusters=n_digits, n_init=4, random_state=0),
                       "k-means++", data, labels, seed),
@@ -50,7 +50,7 @@ def demo_table(seed: int = 0) -> dict[str, dict[str, float]]:
                               "PCA-based", data, labels, seed))
     keys = ("fit_seconds", "inertia", "homogeneity", "completeness", "v_measure", "adjusted_rand",
             "adjusted_mutual_info", "silhouette")
-    by_name = {row[0]: dict(zip(keys, row[1:])) for row in rows}
+    by_name = {row[0]: dict(zip(keys, row[1:], strict=True)) for row in rows}
     return {variant: by_name[name] for variant, name in VARIANTS.items()}
 
 

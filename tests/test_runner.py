@@ -70,7 +70,8 @@ class FakeContainer:
             self.engine.most_at_once = max(self.engine.most_at_once, self.engine.running)
 
     def logs(self, **kwargs):
-        self.gone.wait(30 if self.task in self.engine.slow else self.engine.seconds)  # "runs" until its time is up or it is removed
+        # "runs" until its time is up or it is removed
+        self.gone.wait(30 if self.task in self.engine.slow else self.engine.seconds)
         with self.engine.lock:
             self.engine.running -= 1
         yield (self.engine.lines.get(self.task, f"{self.task} done") + "\n").encode()

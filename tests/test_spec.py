@@ -37,7 +37,8 @@ def test_commands_carry_the_demo_defaults():
 def test_optional_params_reach_only_their_step():
     params = spec.PipelineParams(dataset="synthetic", n_samples=500, n_clusters=7, min_ari=0.5, minibatch=True)
     assert spec.command("prepare", "r", params)[2:] == (
-        "--dataset", "synthetic", "--n-samples", "500", "--n-features", "64", "--n-centers", "10", "--seed", "0", "--cache")
+        "--dataset", "synthetic", "--n-samples", "500", "--n-features", "64", "--n-centers", "10", "--seed", "0",
+        "--cache")
     cluster = spec.command("cluster", "r", params, "random")
     assert ("--n-clusters", "7") == cluster[cluster.index("--n-clusters"):][:2] and "--minibatch" in cluster
     assert "--min-ari" not in cluster

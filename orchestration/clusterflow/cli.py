@@ -48,7 +48,8 @@ def main() -> None:
               show_default="run-<date>-<time>", help="Run id: 1-128 letters, digits and '._-'.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
               show_default=True, help="Host directory mounted at /data in every step.")
-@click.option("--image-tag", default=VERSION, show_default=True, help="Tag of the clusterflow/<step> images (the local builds, or resolved once in "
+@click.option("--image-tag", default=VERSION, show_default=True,
+              help="Tag of the clusterflow/<step> images (the local builds, or resolved once in "
                    f"${pinning.REGISTRY_ENV}); unused with a digests file.")
 @click.option("--digests", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Digests file of a publish: run its images by digest (overrides ${pinning.DIGESTS_ENV}; "

@@ -17,7 +17,9 @@ from pathlib import Path
 from clusterflow_steps.contract import (CENTERS, CLUSTER_LABELS, FEATURES, IMAGE_DIGEST_ENV, IMAGE_ENV, LABELS, METRICS,
                                         MODEL, MODEL_ARRAYS, PROJECTION, QUALITY_GATE_EXIT, REPORT, RUN_ID, STEPS,
                                         VARIANT, Artifact, RunId)
-from clusterflow_steps.launch import CACHE_MOUNT, CONTAINER_POLICY, DATA_MOUNT, INPUT_MOUNT, STEP_USER
+from clusterflow_steps.launch import CACHE_MOUNT, DATA_MOUNT, INPUT_MOUNT
+from clusterflow_steps.launch import CONTAINER_POLICY as CONTAINER_POLICY
+from clusterflow_steps.launch import STEP_USER as STEP_USER
 from clusterflow_steps.params import BUILTIN_DATASETS as BUILTIN_DATASETS
 from clusterflow_steps.params import COMMIT_CACHE_FLAG as COMMIT_CACHE_FLAG
 from clusterflow_steps.params import FIELDS as FIELDS

@@ -84,17 +84,19 @@ def read_array(path: Path, produced_by: str, *, mmap: bool = False) -> np.ndarra
     """Load an upstream ``.npy`` artifact, mapping damage to a :class:`UserError`."""
     require_input(path, produced_by)
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array: np.ndarray = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(damaged_input(path, f"is unreadable ({exc})", produced_by)) from None
+    return array
 
 
 def read_json(path: Path, produced_by: str) -> dict[str, Any]:
     require_input(path, produced_by)
     try:
-        return json.loads(path.read_text())
+        payload: dict[str, Any] = json.loads(path.read_text())  # callers check the shape they need
     except (ValueError, OSError) as exc:
         raise UserError(damaged_input(path, f"is unreadable ({exc})", produced_by)) from None
+    return payload
 
 
 def _fsync_tree(root: Path) -> None:

@@ -25,10 +25,8 @@ class StepCommand(click.Command):
                      **extra: Any) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as exc:
-            exc.message = f"{exc.message.rstrip()} (see {info_name or self.name} --help)"
-            exc.ctx = None  # no usage banner: "Error: <problem>" only
-            raise
+        except click.UsageError as exc:  # without its context: "Error: <problem>" only, no usage banner
+            raise click.UsageError(f"{exc.message.rstrip()} (see {info_name or self.name} --help)") from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -69,7 +69,8 @@ def probe(airflow_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Calla
         result = subprocess.run([str(airflow_venv / "bin" / "python"), str(PROBE)], input=json.dumps(request),
                                 env=env, capture_output=True, text=True, timeout=120)
         lines = [line for line in result.stdout.splitlines() if line.startswith(MARKER)]
-        assert result.returncode == 0 and lines, f"dag_probe.py failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        assert result.returncode == 0 and lines, \
+            f"dag_probe.py failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
         return json.loads(lines[-1][len(MARKER):])
 
     return run

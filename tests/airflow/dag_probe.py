@@ -36,7 +36,7 @@ def task_facts(task) -> dict:
         "mapped": bool(task.is_mapped),
         "upstream": sorted(task.upstream_task_ids),
         "downstream": sorted(task.downstream_task_ids),
-        "trigger_rule": str(get("trigger_rule").value if hasattr(get("trigger_rule"), "value") else get("trigger_rule")),
+        "trigger_rule": str(getattr(get("trigger_rule"), "value", get("trigger_rule"))),
         "retries": get("retries"),
         "retry_exponential_backoff": bool(get("retry_exponential_backoff")),
         "execution_timeout": seconds(get("execution_timeout")),

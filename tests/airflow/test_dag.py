@@ -91,7 +91,7 @@ def test_schedule_catchup_and_concurrency(seen):
     assert "expression='0 22 * * *'" in dag["schedule"] and dag["timetable"] == "CronTriggerTimetable"
     assert dag["catchup"] is False
     assert dag["max_active_runs"] == 2
-    assert dt.datetime.fromisoformat(dag["start_date"]) == dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    assert dt.datetime.fromisoformat(dag["start_date"]) == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     assert "Artifact contract" in dag["doc_md"]
 
 
@@ -119,7 +119,8 @@ def test_drills_can_shorten_the_step_timeouts_and_retry_delays_through_the_env(p
     assert shortened["cluster"]["retries"] == 5  # only those two settings move
     broken = probe(env_extra={"CLUSTERFLOW_TASK_TIMEOUT_SECONDS": "soon"})
     assert "dag" not in broken
-    assert "CLUSTERFLOW_TASK_TIMEOUT_SECONDS='soon': give a positive number of seconds" in "".join(broken["import_errors"].values())
+    assert "CLUSTERFLOW_TASK_TIMEOUT_SECONDS='soon': give a positive number of seconds" in "".join(
+        broken["import_errors"].values())
 
 
 def test_the_launcher_setting_picks_the_step_operator(probe):
@@ -151,7 +152,7 @@ VALID_CONFS = [{}, {"n_clusters": 8, "inits": ["random"]}, {"min_ari": 0.5, "max
 def test_the_params_schema_rejects_invalid_confs_before_any_task_runs(seen):
     results = seen["conf"]
     rejected, accepted = results[:len(INVALID_CONFS)], results[len(INVALID_CONFS):]
-    for conf, error in zip(INVALID_CONFS, rejected):
+    for conf, error in zip(INVALID_CONFS, rejected, strict=True):
         assert error and error.startswith("ParamValidationError"), conf
     assert "is not one of ['k-means++', 'random', 'pca']" in rejected[0]
     assert accepted == [None] * len(VALID_CONFS)

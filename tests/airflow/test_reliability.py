@@ -235,7 +235,7 @@ def test_two_concurrent_runs_with_different_params_keep_apart(scheduler, engine)
     runs = [scheduler.finished(r) for r in run_ids]
     assert [r["state"] for r in runs] == ["success", "success"], scheduler.log_tail()
     assert spec.safe_run_id(run_ids[0]) != spec.safe_run_id(run_ids[1])
-    for run_id, conf in zip(run_ids, confs):
+    for run_id, conf in zip(run_ids, confs, strict=True):
         assert manifest(scheduler, run_id, "prepare")["run_id"] == spec.safe_run_id(run_id)
         metrics = json.loads((scheduler.data / "runs" / spec.safe_run_id(run_id) / "evaluate/metrics.json").read_text())
         assert list(metrics["variants"]) == conf["inits"]

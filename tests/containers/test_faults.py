@@ -107,7 +107,8 @@ def test_the_memory_limit_is_enforced_and_leaves_nothing_partial(engine, data_di
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
     dataroot.prepare_run_dir(data_dir, "oom")
     task = prepare_task("oom", dataset="synthetic", n_samples=400_000)  # ~200 MB of blobs
-    assert runner.run_task(task, "oom", spec.mounts(str(data_dir)), runner.ensure_image(task.image)) == 137  # SIGKILL by the OOM killer
+    digest = runner.ensure_image(task.image)
+    assert runner.run_task(task, "oom", spec.mounts(str(data_dir)), digest) == 137  # SIGKILL by the OOM killer
     assert not (data_dir / "runs/oom/prepare").exists()
 
 

@@ -10,7 +10,6 @@ from typing import Any
 from clusterflow.ui import files
 from clusterflow_steps import contract
 from clusterflow_steps.launch import manifest_line
-from clusterflow_steps.report.formats import is_number
 
 METRICS = ("adjusted_rand", "adjusted_mutual_info", "silhouette", "inertia")  # of each run's best variant
 SORT_KEYS = ("run_id", "date", "best", *METRICS, "gate")
@@ -52,7 +51,7 @@ def _params(prepare: dict[str, Any], cluster: dict[str, Any], evaluate: dict[str
     data = _dict(prepare.get("params"))
     shape = _dict(prepare.get("results"))
     pairs = [("dataset", data.get("dataset"))]
-    if is_number(shape.get("n_samples")) and is_number(shape.get("n_features")):
+    if contract.is_number(shape.get("n_samples")) and contract.is_number(shape.get("n_features")):
         pairs.append(("shape", f"{shape['n_samples']:,}×{shape['n_features']:,}"))
     pairs += [(k, v) for k, v in sorted(data.items()) if k not in ("dataset", "seed")]
     fit = _dict(cluster.get("params"))
@@ -88,7 +87,7 @@ def summarize(root: Path, run_id: str) -> RunSummary:
     return RunSummary(
         run_id=run_id, date=prepare.get("started_at") or evaluate.get("finished_at"),
         params=_params(prepare, cluster, evaluate, variants), best=best,
-        scores={k: best_scores[k] if is_number(best_scores.get(k)) else None for k in METRICS},
+        scores={k: best_scores[k] if contract.is_number(best_scores.get(k)) else None for k in METRICS},
         gate=gate, gate_detail=detail, has_report=files.is_served(root, run_id, contract.REPORT.relative()))
 
 

@@ -45,7 +45,8 @@ def main(layout: RunLayout, use_cache: bool, n_clusters: int | None, init: str, 
         if not inputs["labels"].is_file():
             raise UserError("the prepared data have no labels to count clusters from: pass --n-clusters")
         n_clusters = model.default_n_clusters(read_array(inputs["labels"], LABELS.producer()))
-    model.check_n_clusters(n_clusters, *features.shape, init)
+    n_samples, n_features = features.shape
+    model.check_n_clusters(n_clusters, n_samples, n_features, init)
 
     def work(run: StepRun) -> None:
         import joblib

@@ -34,7 +34,8 @@ class RunInputs:
 
     @property
     def variants(self) -> dict[str, dict[str, Any]]:
-        return self.metrics["variants"]
+        variants: dict[str, dict[str, Any]] = self.metrics["variants"]  # load_run checked its shape
+        return variants
 
     @property
     def dataset(self) -> str | None:
