@@ -26,7 +26,7 @@ class StepCommand(click.Command):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:  # without its context: "Error: <problem>" only, no usage banner
-            raise click.UsageError(f"{exc.message.rstrip()} (see {info_name or self.name} --help)") from None
+            raise click.UsageError(f"{exc.format_message().rstrip()} (see {info_name or self.name} --help)") from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
