@@ -18,7 +18,7 @@ from clusterflow.version import VERSION
 BUILD = REPO / "scripts" / "build-images.sh"
 # What scripts/build-images.sh reads (the rest of the repo is outside its build context).
 CONTEXT = ("scripts", "images", "steps/clusterflow_steps", "VERSION", ".dockerignore")
-CHANGED = "steps/clusterflow_steps/naming.py"  # a module every step image copies
+CHANGED = "steps/clusterflow_steps/contract.py"  # a module every step image copies
 
 
 def layer_sizes(client: docker.DockerClient, image: str) -> dict[str, int]:
