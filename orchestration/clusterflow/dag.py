@@ -41,10 +41,10 @@ SCHEDULE = "0 22 * * *"  # nightly at 22:00 (UTC, Airflow's default timezone)
 START_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 MAX_ACTIVE_RUNS = 2  # runs never share a directory (see spec.safe_run_id); two bound the load
 
-DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
+DATA_SOURCE_ENV = spec.DATA_SOURCE_ENV
 DATA_SOURCE_VARIABLE = "clusterflow_data_source"
 DEFAULT_DATA_SOURCE = "clusterflow-data"  # a named Docker volume
-IMAGE_TAG_ENV = "CLUSTERFLOW_IMAGE_TAG"
+IMAGE_TAG_ENV = spec.IMAGE_TAG_ENV
 
 # Per task: Airflow's retry and timeout policy (the commands themselves come from the spec).
 TASK_POLICY: dict[str, dict[str, Any]] = {

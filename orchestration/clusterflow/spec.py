@@ -28,6 +28,10 @@ from clusterflow_steps.params import PipelineParams as PipelineParams
 from clusterflow_steps.params import param_schema as param_schema
 
 CACHE_SOURCE_ENV = "CLUSTERFLOW_CACHE_SOURCE"
+# The steps' data root as the launcher sees it (a volume name or an absolute host path), and the
+# tag of the local step images: read by the DAG, the launch gate and the UI.
+DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
+IMAGE_TAG_ENV = "CLUSTERFLOW_IMAGE_TAG"
 IMAGE_REPOSITORY = "clusterflow"
 LABEL_PREFIX = "io.clusterflow"
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from clusterflow import pinning, spec
 from clusterflow.gate.policy import Refusal, Settings
 
-DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
-IMAGE_TAG_ENV = "CLUSTERFLOW_IMAGE_TAG"
+DATA_SOURCE_ENV = spec.DATA_SOURCE_ENV
+IMAGE_TAG_ENV = spec.IMAGE_TAG_ENV
 INPUT_DIRS_ENV = "CLUSTERFLOW_INPUT_DIRS"
 LISTEN_ENV = "CLUSTERFLOW_GATE_LISTEN"
 SOCKET_ENV = "DOCKER_SOCKET"

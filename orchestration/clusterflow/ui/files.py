@@ -15,10 +15,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from clusterflow import spec
 from clusterflow_steps.contract import MANIFEST, METRICS, REPORT, RUN_ID, RUNS, VARIANT, Artifact, NameRule
 
 DATA_ROOT_ENV = "CLUSTERFLOW_DATA_ROOT"
-DATA_SOURCE_ENV = "CLUSTERFLOW_DATA_SOURCE"
+DATA_SOURCE_ENV = spec.DATA_SOURCE_ENV
 DEFAULT_DATA_ROOT = "/data"
 SERVED = (REPORT.name, METRICS.name, MANIFEST)
 MAX_BYTES = 32 * 1024 * 1024
