@@ -114,12 +114,14 @@ def read_manifest(data_dir: Path, run_id: str, step: str, variant: str | None) -
         raise Refused(f"no run {run_id!r} under {data_dir}/{RUNS}: give the --run-id of a run there")
     if step not in spec.STEPS:
         raise Refused(f"unknown step {step!r}: choose one of {', '.join(spec.STEPS)}")
-    variants = files.cluster_variants(data_dir, run_id) if step == "cluster" else []
-    if step == "cluster" and variant not in variants:
-        raise Refused(f"run {run_id} has no cluster variant {variant!r}: give --variant, one of "
+    per_variant = spec.ROLES[step].per_variant
+    variants = files.variants(data_dir, run_id, step) if per_variant else []
+    if per_variant and variant not in variants:
+        raise Refused(f"run {run_id} has no {step} variant {variant!r}: give --variant, one of "
                       f"{', '.join(variants) or '(none)'}")
-    if step != "cluster" and variant:
-        raise Refused(f"--variant is for the cluster step only, not {step}")
+    if not per_variant and variant:
+        with_variants = " and ".join(s for s in spec.STEPS if spec.ROLES[s].per_variant)
+        raise Refused(f"--variant is for the {with_variants} step only, not {step}")
     relative = files.manifest(step, variant)
     try:
         text = files.read(data_dir, run_id, relative)

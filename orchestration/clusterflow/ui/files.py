@@ -137,6 +137,6 @@ def run_ids(root: Path) -> list[str]:
     return _directories(root, [RUNS], RUN_ID)
 
 
-def cluster_variants(root: Path, run_id: str) -> list[str]:
-    """The variant directories (not symlinks) of a run's cluster step."""
-    return [] if RUN_ID.problem(run_id) else _directories(root, [RUNS, run_id, "cluster"], VARIANT)
+def variants(root: Path, run_id: str, step: str) -> list[str]:
+    """The variant directories (not symlinks) of a run's per-variant step (cluster)."""
+    return [] if RUN_ID.problem(run_id) else _directories(root, [RUNS, run_id, step], VARIANT)

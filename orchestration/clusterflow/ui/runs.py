@@ -114,7 +114,7 @@ def trend(runs: list[RunSummary], metric: str) -> list[RunSummary]:
 def step_lines(root: Path, run_id: str) -> list[tuple[str, str | None]]:
     """Each step of a run that wrote a manifest, in pipeline order, with the ``docker run`` line that
     re-runs it (:func:`clusterflow_steps.launch.manifest_line`, as in the report; ``None``: not recorded)."""
-    keys = ["prepare", *(f"cluster/{v}" for v in files.cluster_variants(root, run_id)), "evaluate", "report"]
+    keys = ["prepare", *(f"cluster/{v}" for v in files.variants(root, run_id, "cluster")), "evaluate", "report"]
     found = []
     for key in keys:
         relative = f"{key}/{contract.MANIFEST}"
