@@ -29,9 +29,13 @@ import docker.errors
 from clusterflow import pinning, spec
 from clusterflow.runner import LocalRunner, PipelineImageMissing
 from clusterflow.ui import files
+from clusterflow_steps import params
+from clusterflow_steps.artifacts import NOT_RECORDED
 from clusterflow_steps.contract import CACHE, MANIFEST, MANIFEST_SCHEMA, RUNS, VARIANT, RunId, RunLayout
 
-_OPTIONS_REFUSED = (spec.COMMIT_CACHE_FLAG, "--data-root")  # a commit, and a data root other than the mount
+# the options a step never records (a commit, and a data root other than the mount): refused in a manifest
+_OPTIONS_REFUSED = tuple(params.flag(name) for name in NOT_RECORDED)
+_NO_CACHE, _RUN_ID = params.OPTIONS["cache"].no_flag, params.RUN_ID_FLAG
 
 
 class Refused(click.ClickException):
@@ -97,14 +101,14 @@ def plan(manifest: Any, run_id: str, step: str, variant: str | None) -> Plan:
     args = manifest.get("argv")
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise Refused("the manifest records no arguments (argv): the step ran before reproduce existed; re-run it")
-    refused = next((a for a in args if a.split("=", 1)[0] in _OPTIONS_REFUSED or a.startswith("--run-id=")), None)
+    refused = next((a for a in args if a.split("=", 1)[0] in _OPTIONS_REFUSED or a.startswith(f"{_RUN_ID}=")), None)
     pairs = list(zip(args, args[1:], strict=False))
-    if refused or pairs.count(("--run-id", run_id)) != 1 or args.count("--run-id") != 1:
+    if refused or pairs.count((_RUN_ID, run_id)) != 1 or args.count(_RUN_ID) != 1:
         raise Refused(f"the manifest's arguments {args!r} are not the step's own for run {run_id}: refusing them")
     image, pinned = _image(manifest.get("image"), step)
     status = manifest.get("exit_status")
     # the last of --cache/--no-cache wins
-    return Plan(step, variant, image, pinned, (*args, "--no-cache"), _files(manifest.get("inputs"), "inputs"),
+    return Plan(step, variant, image, pinned, (*args, _NO_CACHE), _files(manifest.get("inputs"), "inputs"),
                 _files(manifest.get("outputs"), "outputs"), status if isinstance(status, int) else 0)
 
 

@@ -13,7 +13,7 @@ import click
 
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.contract import ENV_PREFIX, NO_CACHE_ENV, ContractError, RunLayout
-from clusterflow_steps.params import COMMIT_CACHE_FLAG, OPTIONS, Option, of_step
+from clusterflow_steps.params import COMMIT_CACHE_FLAG, DATA_ROOT_FLAG, OPTIONS, RUN_ID_FLAG, Option, of_step
 
 _COMMIT_META = "clusterflow.commit_cache"
 
@@ -83,9 +83,9 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     receives a validated ``layout`` and ``use_cache`` (``--commit-cache`` is for
     :func:`clusterflow_steps.cache.run_step`, see :func:`commit_requested`)."""
 
-    @click.option("--run-id", required=True, show_envvar=True,
+    @click.option(RUN_ID_FLAG, "run_id", required=True, show_envvar=True,
                   help="Run id: 1-128 letters, digits and '._-'.")
-    @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
+    @click.option(DATA_ROOT_FLAG, "data_root", type=click.Path(file_okay=False, path_type=Path),
                   default=Path("/data"), show_envvar=True,
                   help="Data root holding runs/<run_id>/ (mounted at /data in containers).")
     @click_option(OPTIONS["cache"], callback=_cache_setting)

@@ -33,6 +33,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# Every step's run options (clusterflow_steps.cli.run_options), besides --cache and --commit-cache.
+RUN_ID_FLAG = flag("run_id")
+DATA_ROOT_FLAG = flag("data_root")
+
+
 def option_name(option: str) -> str:
     """A flag's option name, also its click parameter and its key in ``metrics.json``: ``--min-ari`` -> ``min_ari``."""
     return option[2:].replace("-", "_")
