@@ -106,7 +106,7 @@ that talk only through files under `/data/runs/<run_id>/<step>/` (see the README
 
 Data root: the Airflow Variable `{DATA_SOURCE_VARIABLE}`, else env `{DATA_SOURCE_ENV}`, else the
 named volume `{DEFAULT_DATA_SOURCE}`: an absolute host path (bind mount, writable by uid
-{spec.STEP_USER.split(':')[0]}) or a Docker volume name. Images: with env `{pinning.DIGESTS_ENV}` (a digests
+{spec.STEP_UID}) or a Docker volume name. Images: with env `{pinning.DIGESTS_ENV}` (a digests
 file of a publish) every step image is `<registry>/clusterflow/<step>@sha256:...`; with only
 `{pinning.REGISTRY_ENV}`, `plan` resolves `<registry>/clusterflow/<step>:<tag>` to its digest once per run;
 otherwise the local builds `clusterflow/<step>:<tag>`. Tag from env `{IMAGE_TAG_ENV}` (default the

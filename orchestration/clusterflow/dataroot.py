@@ -32,7 +32,7 @@ def prepare_run_dir(data_root: Path, run_id: RunId) -> Path:
     parent of a cache store outside it, are the operator's paths and may be symlinks. Raises
     :class:`UnsafeDataRoot` (a ``ValueError``) for a symlink or non-directory below them.
     """
-    owner = tuple(int(x) for x in spec.STEP_USER.split(":")) if os.getuid() == 0 else None
+    owner = (spec.STEP_UID, spec.STEP_GID) if os.getuid() == 0 else None
     _make_dirs(data_root, (RUNS, run_id), owner)
     store = spec.cache_source(str(data_root))
     if store.startswith("/"):  # otherwise a Docker volume: the engine initialises it

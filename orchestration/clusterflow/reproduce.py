@@ -182,9 +182,8 @@ def _registry() -> str | None:
 def _give_to_steps(root: Path) -> None:
     """As root the steps run as the images' user: hand them the scratch root (reproduce made all of it)."""
     if os.getuid() == 0:
-        uid, gid = (int(x) for x in spec.STEP_USER.split(":"))
         for path in [root, *root.rglob("*")]:
-            os.chown(path, uid, gid, follow_symlinks=False)
+            os.chown(path, spec.STEP_UID, spec.STEP_GID, follow_symlinks=False)
 
 
 def reproduce(client: docker.DockerClient, data_dir: Path, run_id: str, found: Plan, scratch: Path,

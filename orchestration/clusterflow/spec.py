@@ -19,6 +19,8 @@ from clusterflow_steps.contract import (CENTERS, CLUSTER_LABELS, FEATURES, IMAGE
                                         VARIANT, Artifact, RunId)
 from clusterflow_steps.launch import CACHE_MOUNT, DATA_MOUNT, INPUT_MOUNT
 from clusterflow_steps.launch import CONTAINER_POLICY as CONTAINER_POLICY
+from clusterflow_steps.launch import STEP_GID as STEP_GID
+from clusterflow_steps.launch import STEP_UID as STEP_UID
 from clusterflow_steps.launch import STEP_USER as STEP_USER
 from clusterflow_steps.params import BUILTIN_DATASETS as BUILTIN_DATASETS
 from clusterflow_steps.params import COMMIT_CACHE_FLAG as COMMIT_CACHE_FLAG

@@ -20,7 +20,8 @@ INPUT_MOUNT = "/input"
 # step container; only a task's commit container (the step's own command + --commit-cache)
 # mounts it read-write, with the data root read-only. So no step can plant an entry.
 CACHE_MOUNT = f"{DATA_MOUNT}/{CACHE}"
-STEP_USER = "10001:10001"
+STEP_UID = STEP_GID = 10001  # the images' user (and group): what a step runs as when the orchestrator is root
+STEP_USER = f"{STEP_UID}:{STEP_GID}"
 
 # Steps need no network, no privileges and no writable root filesystem; only /data (the mount) and
 # /tmp (a tmpfs) are writable.
