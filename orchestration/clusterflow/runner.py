@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
-from clusterflow_steps.contract import RunId, RunLayout
+from clusterflow_steps.contract import RunId, RunLayout, cache_hit_line
 
 from clusterflow import dataroot, engine, pinning, spec
 from clusterflow.engine import PipelineImageMissing
@@ -102,7 +102,7 @@ class LocalRunner:
             for chunk in container.logs(stream=True, follow=True):
                 for line in chunk.decode(errors="replace").splitlines():
                     self._log(f"[{task.name}] {line}")
-                    if line.startswith(f"{task.step}: cache hit "):
+                    if line.startswith(cache_hit_line(task.step)):
                         with self._lock:
                             self._hits.add(task)
             return int(container.wait()["StatusCode"])

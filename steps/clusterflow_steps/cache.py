@@ -42,7 +42,7 @@ import click
 from clusterflow_steps.artifacts import (NO_CACHE, StepRun, UserError, atomic_dir, image_record, input_name, now,
                                          sha256_file, step_output, write_manifest)
 from clusterflow_steps.cli import commit_requested
-from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, MANIFEST, RunLayout
+from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, MANIFEST, RunLayout, cache_hit_line
 from clusterflow_steps.params import COMMIT_CACHE_FLAG
 
 KEY_SCHEMA = "clusterflow.cache/1"
@@ -287,7 +287,7 @@ def run_step(layout: RunLayout, step: str, params: dict[str, Any], inputs: dict[
             reused = _lookup(layout, step, variant, key, records, started)
             if reused is not None:
                 source = reused["cache"].get("source") or reused["run_id"]
-                click.echo(f"{step}: cache hit {key[:12]} (first computed in run {source}); outputs reused")
+                click.echo(f"{cache_hit_line(step)}{key[:12]} (first computed in run {source}); outputs reused")
                 return StepResult(reused, hit=True)
 
     with step_output(layout, step, params, variant, started=started) as run:

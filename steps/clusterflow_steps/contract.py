@@ -112,6 +112,12 @@ def producer(step: str, variant: str | None = None) -> str:
     return f"{step} (--variant {variant})" if variant else step
 
 
+def cache_hit_line(step: str) -> str:
+    """How a step's log line for a cache hit begins (clusterflow_steps.cache prints it, the local
+    runner watches for it)."""
+    return f"{step}: cache hit "
+
+
 def missing_input(path: Path, produced_by: str) -> str:
     """The one line for an upstream artifact that is not there."""
     return f"missing input {path}: run the {produced_by} step for this run id first"
