@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +136,14 @@ def data_source(variable: str | None, environ: Mapping[str, str] = os.environ) -
 def plan_images(environ: Mapping[str, str] = os.environ) -> pinning.Images:
     """The run's step images, resolved once (the ``plan`` task); only a registry without a
     digests file needs the engine, to turn the tag into digests."""
-    resolved = functools.cache(lambda: pinning.engine_digests(
-        docker.APIClient(base_url=engine.engine_url(environ), timeout=60)))
-    return pinning.resolve(environ, environ.get(IMAGE_TAG_ENV) or VERSION, lambda ref: resolved()(ref))
+    @functools.cache
+    def engine_lookup() -> Callable[[str], str]:  # the client is made at the first lookup, and once
+        return pinning.engine_digests(docker.APIClient(base_url=engine.engine_url(environ), timeout=60))
+
+    def registry_digest(ref: str) -> str:
+        return engine_lookup()(ref)
+
+    return pinning.resolve(environ, environ.get(IMAGE_TAG_ENV) or VERSION, registry_digest)
 
 
 def prepare_host_data_root(source: str, run_id: RunId) -> None:
