@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 
 from benchmarks.measure import REPO, Stat, Table, ratio, timed
-from clusterflow import pinning, runner, spec
+from clusterflow import engine, pinning, runner, spec
 from clusterflow.gate import config
 from clusterflow.version import VERSION
 from tests.gate.conftest import free_port
@@ -56,8 +56,7 @@ def create_remove(client: docker.DockerClient, data_dir: Path) -> None:
     container = client.containers.create(
         IMAGE, list(task.command), user=spec.STEP_USER, environment=spec.step_environment(IMAGE, None),
         labels=spec.labels("bench", "bench", task),
-        mounts=[docker.types.Mount(m.target, m.source, type=m.kind, read_only=m.read_only)
-                for m in spec.mounts(str(data_dir))],
+        mounts=[engine.docker_mount(m) for m in spec.mounts(str(data_dir))],
         **spec.CONTAINER_POLICY, **spec.step_limits().docker_kwargs())
     container.remove(force=True)
 
