@@ -23,13 +23,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from clusterflow_steps.contract import ENV_PREFIX
 from clusterflow_steps.artifacts import UserError
-from clusterflow_steps.params import OPTIONS
+from clusterflow_steps.params import OPTIONS, Option
 from clusterflow_steps.threads import CGROUP
 
-INPUT_BYTES_OPTION = OPTIONS["max_input_bytes"].flag
-CELL_CHARS_OPTION = OPTIONS["max_csv_cell_chars"].flag
+INPUT_BYTES, CELL_CHARS = OPTIONS["max_input_bytes"], OPTIONS["max_csv_cell_chars"]
+INPUT_BYTES_OPTION, CELL_CHARS_OPTION = INPUT_BYTES.flag, CELL_CHARS.flag
 FALLBACK_INPUT_BYTES = 1 << 30  # without a cgroup memory limit
 # The loaded data, its float64 copy, numpy's parse buffers and the written file share the step's
 # memory: a quarter of it keeps them inside together.
@@ -47,8 +46,9 @@ ZIP_DIRECTORY_BYTES = 1 << 16  # two entries take about 200 bytes
 FEATURE_BYTES = 8  # prepare writes float64 features for every input that is not float32/float64
 
 
-def how_to_raise(option: str) -> str:
-    return f"raise {option} (or {ENV_PREFIX}_{option.removeprefix('--').upper().replace('-', '_')})"
+def how_to_raise(option: Option) -> str:
+    """The fix a limit's message gives: the option's flag, or its env var (from the parameter table)."""
+    return f"raise {option.flag} (or {option.envvar})"
 
 
 def memory_limit(cgroup: Path | None = None) -> int | None:
@@ -90,7 +90,7 @@ class Limits:
     def check_bytes(self, source: object, what: str, nbytes: int) -> None:
         if nbytes > self.input_bytes:
             raise UserError(f"{source}: {what} would take {nbytes:,} bytes in memory, over the input limit of "
-                            f"{self.input_bytes:,}: {how_to_raise(INPUT_BYTES_OPTION)}")
+                            f"{self.input_bytes:,}: {how_to_raise(INPUT_BYTES)}")
 
     def read_npy(self, open_file: Callable[[], IO[bytes]], source: str, stored_bytes: int | None = None,
                  spent: int = 0) -> np.ndarray:
@@ -158,7 +158,7 @@ class Limits:
             if len(line) > self.line_chars:
                 raise UserError(f"{source} line {number} is longer than {self.line_chars:,} characters "
                                 f"(1/{LINE_CHARS_PER_BYTE} of the input limit): split it or "
-                                f"{how_to_raise(INPUT_BYTES_OPTION)}")
+                                f"{how_to_raise(INPUT_BYTES)}")
             yield line
 
     def _rows(self, reader: Any, source: Path) -> Iterator[tuple[int, list[str]]]:
@@ -171,7 +171,7 @@ class Limits:
                 if "field limit" not in str(exc):
                     raise
                 raise UserError(f"{source} line {reader.line_num} has a cell longer than {self.cell_chars:,} "
-                                f"characters: shorten it or {how_to_raise(CELL_CHARS_OPTION)}") from None
+                                f"characters: shorten it or {how_to_raise(CELL_CHARS)}") from None
             yield reader.line_num, row
 
     def check_csv_rows(self, rows: Iterator[tuple[int, list[str]]], source: Path, n_features: int,
