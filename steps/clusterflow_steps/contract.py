@@ -247,10 +247,10 @@ class RunLayout:
     """Paths of one run's artifacts under a data root; the run id is checked once, here."""
 
     data_root: Path
-    run_id: str
+    run_id: str  # a RunId once constructed (a RunId given is not checked again)
 
     def __post_init__(self) -> None:
-        RUN_ID.check(self.run_id)
+        object.__setattr__(self, "run_id", RunId(self.run_id))
 
     @property
     def run_dir(self) -> Path:
