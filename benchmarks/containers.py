@@ -14,6 +14,7 @@ from benchmarks.measure import PEAK_RSS_WRAPPER, _peak_rss
 from clusterflow import pinning, spec
 from clusterflow.runner import LocalRunner
 from clusterflow.version import VERSION
+from clusterflow_steps.contract import MANIFEST, RunLayout
 
 
 class _PeakRssContainers:
@@ -60,10 +61,10 @@ def run_pipeline(client: docker.DockerClient, data_dir: Path, run_id: str, param
     runner.run(run_id, params, pinning.local(VERSION))
     ended = time.perf_counter()
     ends = [t for t, _ in marks[1:]] + [ended]
-    run_dir = data_dir.resolve() / "runs" / run_id
+    run_dir = RunLayout(data_dir.resolve(), run_id).run_dir
     timings = []
     for (start, name), end in zip(marks, ends, strict=True):
-        manifest = json.loads((run_dir / _step_dir(name) / "manifest.json").read_text())
+        manifest = json.loads((run_dir / _step_dir(name) / MANIFEST).read_text())
         timings.append(StepTiming(name, end - start, manifest["duration_seconds"], manifest["cache"]["hit"],
                                   _peak_rss("\n".join(output.get(name, [])))))
     return ended - started, timings

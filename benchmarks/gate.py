@@ -23,6 +23,7 @@ from benchmarks.measure import REPO, Stat, Table, ratio, timed
 from clusterflow import engine, pinning, runner, spec
 from clusterflow.gate import config
 from clusterflow.version import VERSION
+from clusterflow_steps.contract import CACHE
 from tests.gate.conftest import free_port
 
 CALLS = 50
@@ -78,7 +79,7 @@ def run(client: docker.DockerClient, repeats: int, calls: int = CALLS) -> Table:
     with tempfile.TemporaryDirectory(prefix="clusterflow-bench-gate-") as tmp, gate_process(Path(tmp)) as gated:
         root = Path(tmp)
         root.chmod(0o777)  # the steps' uid 10001 writes here when the harness runs as root
-        (root / "cache").mkdir()
+        (root / CACHE).mkdir()
         rows = {
             f"`GET /_ping` (N={calls})": alternate(lambda: timed(client.api.ping), lambda: timed(gated.api.ping),
                                                    calls),

@@ -13,6 +13,7 @@ from benchmarks.containers import run_pipeline
 from benchmarks.measure import PEAK_RSS_WRAPPER, Stat, Table, ratio, run_process, stats
 from benchmarks.scale_params import MINIBATCH_FROM, N_CENTERS, N_FEATURES, N_INIT, SEED
 from clusterflow import spec
+from clusterflow_steps.contract import REPORT, RunLayout
 
 MB = 1 << 20
 
@@ -31,7 +32,7 @@ def one(client: docker.DockerClient, root: Path, n_samples: int, i: int) -> dict
     run_id = f"scale-{n_samples}-{i}"
     try:
         total, timings = run_pipeline(client, data, run_id, params(n_samples), peak_rss=True)
-        report_mb = (data / "runs" / run_id / "report" / "report.html").stat().st_size / 1e6
+        report_mb = RunLayout(data, run_id).path(REPORT).stat().st_size / 1e6
     finally:
         shutil.rmtree(data, ignore_errors=True)
     sample = {"end_to_end": total, "without_report": sum(t.wall for t in timings if t.name != "report"),

@@ -26,6 +26,7 @@ from clusterflow_steps.params import BUILTIN_DATASETS as BUILTIN_DATASETS
 from clusterflow_steps.params import COMMIT_CACHE_FLAG as COMMIT_CACHE_FLAG
 from clusterflow_steps.params import FIELDS as FIELDS
 from clusterflow_steps.params import INITS as INITS
+from clusterflow_steps.params import OPTIONS
 from clusterflow_steps.params import RUN_ID_FLAG as RUN_ID_FLAG
 from clusterflow_steps.params import PipelineParams as PipelineParams
 from clusterflow_steps.params import param_schema as param_schema
@@ -202,11 +203,11 @@ def mounts(data_source: str, dataset: str = "digits", *, cache: str | None = Non
 def command(step: str, run_id: RunId, params: PipelineParams, variant: str | None = None) -> tuple[str, ...]:
     """Arguments after the image's entrypoint (the step CLI); a dataset file as the container sees it."""
     args = [RUN_ID_FLAG, run_id, *params.flags(step)]
-    if "--dataset" in args:
-        args[args.index("--dataset") + 1] = dataset_in_container(params.dataset)
+    if OPTIONS["dataset"].flag in args:
+        args[args.index(OPTIONS["dataset"].flag) + 1] = dataset_in_container(params.dataset)
     if ROLES[step].per_variant:
         checked = VARIANT.check(variant)
-        args += ["--init", checked, "--variant", checked]
+        args += [OPTIONS["init"].flag, checked, OPTIONS["variant"].flag, checked]
     return tuple(args)
 
 

@@ -13,6 +13,7 @@ import click
 
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.contract import ENV_PREFIX, NO_CACHE_ENV, ContractError, RunLayout
+from clusterflow_steps.launch import DATA_MOUNT
 from clusterflow_steps.params import COMMIT_CACHE_FLAG, DATA_ROOT_FLAG, OPTIONS, RUN_ID_FLAG, Option, of_step
 
 _COMMIT_META = "clusterflow.commit_cache"
@@ -86,7 +87,7 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option(RUN_ID_FLAG, "run_id", required=True, show_envvar=True,
                   help="Run id: 1-128 letters, digits and '._-'.")
     @click.option(DATA_ROOT_FLAG, "data_root", type=click.Path(file_okay=False, path_type=Path),
-                  default=Path("/data"), show_envvar=True,
+                  default=Path(DATA_MOUNT), show_envvar=True,
                   help="Data root holding runs/<run_id>/ (mounted at /data in containers).")
     @click_option(OPTIONS["cache"], callback=_cache_setting)
     @click.option(COMMIT_CACHE_FLAG, "commit_cache", is_flag=True, allow_from_autoenv=False,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from clusterflow_steps.contract import CACHE, IMAGE_DIGEST_ENV, IMAGE_ENV
+from clusterflow_steps.params import OPTIONS
 
 DATA_MOUNT = "/data"
 INPUT_MOUNT = "/input"
@@ -86,7 +87,7 @@ def user_dataset(args: list[str]) -> str | None:
     """The ``/input/<name>`` file a step's arguments read (a user dataset), if any; ValueError
     for a name a mount cannot carry (``,`` and ``=`` would add mount fields)."""
     dataset = next((b for a, b in zip(args, args[1:], strict=False)
-                    if a == "--dataset" and b.startswith(INPUT_MOUNT + "/")), None)
+                    if a == OPTIONS["dataset"].flag and b.startswith(INPUT_MOUNT + "/")), None)
     if dataset and not _FILE_NAME.fullmatch(dataset[len(INPUT_MOUNT) + 1:]):
         raise ValueError(f"dataset {dataset!r}: only a plain file name (letters, digits, '._+-') can be mounted")
     return dataset

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clusterflow import spec
 from clusterflow.ui import files
 from clusterflow_steps import contract
 from clusterflow_steps.launch import manifest_line
@@ -114,7 +115,8 @@ def trend(runs: list[RunSummary], metric: str) -> list[RunSummary]:
 def step_lines(root: Path, run_id: str) -> list[tuple[str, str | None]]:
     """Each step of a run that wrote a manifest, in pipeline order, with the ``docker run`` line that
     re-runs it (:func:`clusterflow_steps.launch.manifest_line`, as in the report; ``None``: not recorded)."""
-    keys = ["prepare", *(f"cluster/{v}" for v in files.variants(root, run_id, "cluster")), "evaluate", "report"]
+    keys = [key for step in contract.STEPS for key in ([f"{step}/{v}" for v in files.variants(root, run_id, step)]
+                                                       if spec.ROLES[step].per_variant else [step])]
     found = []
     for key in keys:
         relative = f"{key}/{contract.MANIFEST}"
