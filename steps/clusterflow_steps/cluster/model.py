@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clusterflow_steps import clusters
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.contract import MODEL_ASSIGN, MODEL_PARAMS, NOISE
 
@@ -28,8 +29,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-CHUNK_BYTES = 4 << 20  # rows per pass of the chunked standardisation: about this many bytes (the
-# scaler's float64 temporaries are a few times one chunk: 16 MiB chunks peaked 21 MiB higher at 1M)
+CHUNK_BYTES = clusters.CHUNK_BYTES  # rows per pass of the chunked standardisation and the inertia
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ def make_kmeans(features: np.ndarray, n_clusters: int, init: str, n_init: int, s
 
 def row_chunks(features: np.ndarray) -> list[slice]:
     """Row slices of about ``CHUNK_BYTES`` each, covering ``features``."""
-    step = max(1, CHUNK_BYTES // max(1, features.shape[1] * features.itemsize))
-    return [slice(i, i + step) for i in range(0, len(features), step)]
+    return clusters.row_chunks(features, CHUNK_BYTES)
 
 
 Bar = Callable[[Iterable[slice], int, str], Iterator[slice]]
@@ -119,21 +118,6 @@ def standardized(features: np.ndarray, bar: Bar = _plain) -> tuple[StandardScale
     return scaler, features
 
 
-def cluster_means(features: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
-    """The mean of each cluster's points (rows 0..n_clusters-1; noise left out), by chunks of rows.
-
-    A cluster without points gets NaN."""
-    sums, counts = np.zeros((n_clusters, features.shape[1])), np.zeros(n_clusters)
-    for rows in row_chunks(features):
-        chunk, members = features[rows], labels[rows]
-        inside = members != NOISE
-        np.add.at(sums, members[inside], chunk[inside])
-        counts += np.bincount(members[inside], minlength=n_clusters)[:n_clusters]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means: np.ndarray = sums / counts[:, None]
-    return means
-
-
 def _scaled_centers(features: np.ndarray, pipeline: Pipeline, labels: np.ndarray) -> np.ndarray | None:
     """The fitted clusterer's centers in the scaled space, ``None`` where it has none."""
     scaler, fitted = pipeline[0], pipeline[-1]
@@ -142,7 +126,11 @@ def _scaled_centers(features: np.ndarray, pipeline: Pipeline, labels: np.ndarray
             centers: np.ndarray = getattr(fitted, name)
             return centers
     if hasattr(fitted, "subcluster_centers_"):  # Birch: the mean of each final cluster's points
-        return np.asarray(scaler.transform(cluster_means(features, labels, int(labels.max()) + 1)))
+        subclusters = fitted.subcluster_labels_
+        means = np.asarray(scaler.transform(clusters.cluster_means(features, labels, int(subclusters.max()) + 1)))
+        for empty in np.flatnonzero(np.isnan(means).any(axis=1)):  # no point left: its subclusters' mean
+            means[empty] = fitted.subcluster_centers_[subclusters == empty].mean(axis=0)
+        return means
     return None
 
 
