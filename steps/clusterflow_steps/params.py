@@ -219,9 +219,10 @@ class PipelineParams:
         given = {name: getattr(self, name) for name, f in FIELDS.items() if getattr(self, name) != f.default}
         return algorithm_problem(self.algorithm, given)
 
-    @property
-    def fitted_algorithm(self) -> str:
-        return resolve_algorithm(self.algorithm, self.minibatch)
+    def takes(self, name: str) -> bool:
+        """Whether option ``name`` goes with the algorithm these params fit (the common ones always do)."""
+        fitted = resolve_algorithm(self.algorithm, self.minibatch)
+        return name not in ALGORITHM_SPECIFIC or name in ALGORITHM_OPTIONS[fitted]
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -239,7 +240,7 @@ class PipelineParams:
         for option in PIPELINE.values():
             value = getattr(self, option.name)
             if step not in option.steps or value is None or (option.when and not option.when(self)) \
-                    or (option.name in ALGORITHM_SPECIFIC and option.name not in ALGORITHM_OPTIONS[self.fitted_algorithm]):
+                    or not self.takes(option.name):
                 continue
             if isinstance(value, bool):
                 args.append(option.flag if value else option.no_flag)

@@ -49,7 +49,7 @@ def settings(algorithm: str, options: Mapping[str, Any]) -> dict[str, Any]:
 def check(algorithm: str, settings: Mapping[str, Any], n_samples: int, memory: int | None) -> None:
     """Refuse (:class:`UserError`, one line) what cannot be fitted on ``n_samples`` samples in ``memory``
     bytes (``None``: the machine's), before anything is allocated for it."""
-    for name in ("min_samples", "min_cluster_size"):
+    for name in ("min_cluster_size", "min_samples"):  # (hdbscan's min_samples defaults to the first)
         if name in settings and settings[name] > n_samples:
             raise UserError(f"{flag(name)} {settings[name]} exceeds the {n_samples} samples: use {n_samples} "
                             "or fewer")
@@ -60,9 +60,9 @@ def check(algorithm: str, settings: Mapping[str, Any], n_samples: int, memory: i
     if needed > budget:
         most = int((2 * budget / PAIR_BYTES) ** 0.5)
         scalable = ", ".join(sorted({*CENTERED, "hdbscan"} - {"gaussian-mixture"}))
-        raise UserError(f"agglomerative --linkage {settings['linkage']} needs about {needed / 2**30:.1f} GiB for the "
-                        f"pairwise distances of {n_samples:,} samples, over half the step's "
-                        f"{2 * budget / 2**30:.1f} GiB of memory: cluster a sample of at most {most:,} rows, "
+        raise UserError(f"agglomerative --linkage {settings['linkage']} needs about {needed / 2**20:,.0f} MiB for "
+                        f"the pairwise distances of {n_samples:,} samples, over half the step's "
+                        f"{2 * budget / 2**20:,.0f} MiB of memory: cluster a sample of at most {most:,} rows, "
                         f"or use --linkage single or a scalable algorithm ({scalable})")
 
 

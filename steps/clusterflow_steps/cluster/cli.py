@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import numpy as np
 from click.core import ParameterSource
 
 from clusterflow_steps import threads
@@ -52,10 +51,11 @@ def recorded_params(algorithm: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe(algorithm: str, settings: dict[str, Any]) -> str:
+    """The settings on the step's last line (kmeans: its init, as before)."""
     if algorithm in KMEANS_FAMILY:
-        return f"init {settings['init']}"
-    return ", ".join(f"{name.replace('_', ' ')} {value:.4g}" if isinstance(value, float) else
-                     f"{name.replace('_', ' ')} {value}" for name, value in settings.items())
+        return f"init {settings['init']}, "
+    return "".join(f"{name.replace('_', ' ')} {value:.4g}, " if isinstance(value, float) else
+                   f"{name.replace('_', ' ')} {value}, " for name, value in settings.items())
 
 
 @step_command(f"Fit scikit-learn's StandardScaler -> clusterer pipeline on {FEATURES.relative()} (K-Means as the "
@@ -134,5 +134,5 @@ def main(layout: RunLayout, use_cache: bool, **options: Any) -> None:
     noise = "" if kmeans else f", {results['n_noise']} noise points"
     shown = {name: results[name] for name in settings if name in results}
     click.echo(f"cluster: wrote {layout.step_dir('cluster', variant)} ({results['estimator']}, "
-               f"{describe(algorithm, shown)}, {results['n_clusters']} clusters{noise}{inertia}, "
+               f"{describe(algorithm, shown)}{results['n_clusters']} clusters{noise}{inertia}, "
                f"{results['fit_seconds']:.3f}s)")

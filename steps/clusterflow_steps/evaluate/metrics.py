@@ -39,7 +39,8 @@ def default_rank_by(has_labels: bool) -> str:
 def _drawn(labels: np.ndarray, seed: int) -> np.ndarray:
     """The silhouette's draw: ``silhouette_score``'s own (same permutation), noise left out."""
     drawn = np.random.RandomState(seed).permutation(len(labels))[:SILHOUETTE_SAMPLE]
-    return drawn[labels[drawn] != NOISE]
+    kept: np.ndarray = drawn[labels[drawn] != NOISE]
+    return kept
 
 
 def silhouette_undefined(labels: np.ndarray, seed: int) -> str | None:
