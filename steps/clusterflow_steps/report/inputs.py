@@ -57,12 +57,20 @@ class RunInputs:
             return len(self.best_centers)
         return int(np.unique(self.best_labels[self.best_labels != NOISE]).size)
 
+    def _noise(self, key: str) -> dict[str, Any]:
+        noise = self.metrics.get("noise")
+        found = noise.get(key) if isinstance(noise, dict) else None
+        return found if isinstance(found, dict) else {}  # (runs from before there was noise: none)
+
     @property
     def n_noise(self) -> dict[str, int]:
-        """Noise points per variant, as evaluate counted them (empty for runs from before)."""
-        noise = self.metrics.get("noise")
-        points = noise.get("points") if isinstance(noise, dict) else None
-        return {str(k): int(v) for k, v in points.items() if isinstance(v, int)} if isinstance(points, dict) else {}
+        """Noise points per variant, as evaluate counted them."""
+        return {str(k): v for k, v in self._noise("points").items() if isinstance(v, int)}
+
+    @property
+    def noise_treatment(self) -> dict[str, str]:
+        """How each score treats noise, as evaluate recorded it."""
+        return {str(k): str(v) for k, v in self._noise("treatment").items()}
 
     @property
     def undefined(self) -> dict[str, dict[str, str]]:

@@ -122,8 +122,10 @@ def _noise_notes(run: RunInputs) -> str:
     noisy = {v: n for v, n in run.n_noise.items() if n}
     if noisy:
         counts = "; ".join(f"{v}: {n:,}" for v, n in sorted(noisy.items()))
-        treatment = run.metrics.get("noise", {}).get("treatment", {})
-        how = "; ".join(f"{k}: {v}" for k, v in treatment.items()) if isinstance(treatment, dict) else ""
+        by_treatment: dict[str, list[str]] = {}
+        for metric, how in run.noise_treatment.items():
+            by_treatment.setdefault(how, []).append(metric)
+        how = "; ".join(f"{', '.join(metrics)}: {text}" for text, metrics in by_treatment.items())
         parts.append(f'<p class="note" id="noise">Noise points (label {NOISE}, in no cluster): {esc(counts)}. '
                      f"{esc(how)}</p>")
     undefined = run.undefined
