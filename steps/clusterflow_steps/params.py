@@ -24,6 +24,8 @@ from clusterflow_steps.contract import ALGORITHMS, ENV_PREFIX, KMEANS_FAMILY, NO
 INITS = ("k-means++", "random", "pca")
 DEFAULT_ALGORITHM = KMEANS_FAMILY[0]
 DISTANCES = ("euclidean", "manhattan", "chebyshev", "cosine")  # dbscan --metric
+DBSCAN_MIN_SAMPLES = 5  # scikit-learn's defaults
+HDBSCAN_MIN_CLUSTER_SIZE = 5
 LINKAGES = ("ward", "complete", "average", "single")
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _KMEANS_OPTIONS = ("n_clusters", "inits", "init", "n_init", "minibatch", "batch_size")
@@ -169,22 +171,22 @@ class PipelineParams:
                                show_default="the knee of the k-distance curve")
     min_samples: int | None = _param(None, "dbscan, hdbscan: samples in a neighbourhood for a core point "
                                            "(itself included).", ("cluster",), minimum=1,
-                                     show_default="dbscan 5, hdbscan --min-cluster-size")
+                                     show_default=f"dbscan {DBSCAN_MIN_SAMPLES}, hdbscan --min-cluster-size")
     metric: str | None = _param(None, "dbscan: the distance between samples.", ("cluster",), choices=DISTANCES,
                                 show_default=DISTANCES[0])
     min_cluster_size: int | None = _param(None, "hdbscan: the fewest samples a cluster may have.", ("cluster",),
-                                          minimum=2, show_default="5")
+                                          minimum=2, show_default=str(HDBSCAN_MIN_CLUSTER_SIZE))
     linkage: str | None = _param(None, "agglomerative: how the distance between clusters is measured.",
                                  ("cluster",), choices=LINKAGES, show_default=LINKAGES[0])
     covariance_type: str | None = _param(None, "gaussian-mixture: the form of each component's covariance.",
                                          ("cluster",), choices=COVARIANCE_TYPES, show_default=COVARIANCE_TYPES[0])
     inits: tuple[str, ...] = _param(INITS, "Init strategies; one cluster task per strategy (its --init).", (),
                                     choices=INITS, multiple=True)
-    n_init: int = _param(4, "K-Means runs with different seeds, the best kept (the pca init always runs once).",
-                         ("cluster",), minimum=1)
-    seed: int = _param(0, "Random seed: of the synthetic blobs (prepare); the random_state of K-Means and of "
-                          "the pca init's PCA (cluster); of the silhouette's draw of samples and of the report "
-                          "figure's PCA/KMeans fit and samples (evaluate).",
+    n_init: int = _param(4, "K-Means (and gaussian-mixture) runs with different seeds, the best kept (the pca "
+                            "init always runs once).", ("cluster",), minimum=1)
+    seed: int = _param(0, "Random seed: of the synthetic blobs (prepare); the random_state of K-Means, of "
+                          "the pca init's PCA and of gaussian-mixture (cluster); of the silhouette's draw of "
+                          "samples and of the report figure's PCA/KMeans fit and samples (evaluate).",
                        ("prepare", "cluster", "evaluate"), minimum=0)
     minibatch: bool = _param(False, "Fit MiniBatchKMeans (for large data), on the features standardised in "
                                     "place: one copy of them in memory (= --algorithm minibatch-kmeans).",

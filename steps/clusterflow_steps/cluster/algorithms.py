@@ -17,13 +17,12 @@ import numpy as np
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.cluster import model
 from clusterflow_steps.contract import CENTERED, KMEANS_FAMILY, MODEL_PARAMS
-from clusterflow_steps.params import COVARIANCE_TYPES, DISTANCES, LINKAGES, flag
+from clusterflow_steps.params import (COVARIANCE_TYPES, DBSCAN_MIN_SAMPLES, DISTANCES, HDBSCAN_MIN_CLUSTER_SIZE,
+                                      LINKAGES, flag)
 
 if TYPE_CHECKING:
     from sklearn.base import BaseEstimator
 
-DBSCAN_MIN_SAMPLES = 5  # scikit-learn's defaults
-HDBSCAN_MIN_CLUSTER_SIZE = 5
 # Agglomerative clustering (but single linkage, which scikit-learn runs on a minimum spanning tree)
 # holds the condensed matrix of pairwise distances and scipy's working copy of it: 16 bytes a pair.
 PAIR_BYTES = 16

@@ -116,7 +116,7 @@ def main(layout: RunLayout, use_cache: bool, **options: Any) -> None:
             fitted = model.fit(data, estimator, overwrite=minibatch, bar=progress.bar)
         if kmeans:
             settings["n_init"] = fitted.n_init  # the runs made (pca: one)
-        found = n_clusters if n_clusters is not None else fitted.n_clusters
+        found = fitted.n_clusters if fitted.centers is None else len(fitted.centers)  # (Birch may find fewer)
         with progress.phase("wrote the model, labels and centers"):
             joblib.dump(fitted.pipeline, run.out / MODEL.name)
             save_npz(run.out / MODEL_ARRAYS.name, model.model_arrays(fitted, algorithm, settings, found,
