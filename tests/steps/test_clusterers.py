@@ -279,3 +279,17 @@ def test_one_variant_named_after_the_algorithm_and_only_its_options_on_its_comma
 
 def test_every_algorithm_has_an_estimator():
     assert set(ESTIMATORS) == set(PIPELINE["algorithm"].choices or ())
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--algorithm", "dbscan", "--n-clusters", "3"], "dbscan does not take --n-clusters"),
+    (["--algorithm", "dbscan", "--eps", "0"], "use a distance above 0"),
+    (["--algorithm", "louvain"], "unknown algorithm 'louvain'"),
+])
+def test_the_local_cli_refuses_before_contacting_the_engine(tmp_path, args, words):
+    from click.testing import CliRunner
+
+    from clusterflow import cli
+
+    result = CliRunner().invoke(cli.main, ["run", "--data-dir", str(tmp_path / "d"), "--run-id", "r", *args])
+    assert result.exit_code == 2 and words in result.output and not (tmp_path / "d").exists()
