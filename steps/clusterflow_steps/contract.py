@@ -125,8 +125,8 @@ def damaged_input(path: Path, what: str, produced_by: str) -> str:
 FEATURES = Artifact("prepare", "features.npy")
 LABELS = Artifact("prepare", "labels.npy")  # only when the data have true labels
 MODEL = Artifact("cluster", "model.joblib")  # the fitted scikit-learn pipeline, a pickle
-# The same fit as plain arrays (np.load(..., allow_pickle=False)), one per MODEL_FIELDS entry:
-# centers in the original feature space, the StandardScaler's mean and scale (a sample x is
+# The same fit as plain arrays (np.load(..., allow_pickle=False)), for K-Means one per MODEL_FIELDS
+# entry: centers in the original feature space, the StandardScaler's mean and scale (a sample x is
 # assigned to argmin_k |(x - scaler_mean) / scaler_scale - (centers_k - scaler_mean) / scaler_scale|)
 # and the fit's params; strings as 0-d unicode arrays. clusterflow itself never loads model.joblib.
 MODEL_ARRAYS = Artifact("cluster", "model.npz")
@@ -149,8 +149,9 @@ KMEANS_FAMILY = ("kmeans", "minibatch-kmeans")  # their variants are the inits
 # Those with centers (centers.npy; means for gaussian-mixture, each cluster's mean for birch): they
 # can also assign a new point, from model.npz alone.
 CENTERED = frozenset({*KMEANS_FAMILY, "gaussian-mixture", "birch"})
-# model.npz's extra arrays for assigning new points (in the scaled space): gaussian-mixture's
-# weights and precisions' Cholesky factors, birch's subcluster centroids and their final clusters.
+# model.npz's extra arrays for assigning new points (in the scaled space; each the fitted estimator's
+# attribute of that name and a trailing "_"): gaussian-mixture's weights and precisions' Cholesky
+# factors, birch's subcluster centroids and their final clusters.
 MODEL_ASSIGN = {"gaussian-mixture": ("weights", "precisions_cholesky"),
                 "birch": ("subcluster_centers", "subcluster_labels")}
 MODEL_PARAMS = {"kmeans": ("init", "n_init"), "minibatch-kmeans": ("init", "n_init"),

@@ -179,14 +179,11 @@ def model_arrays(fitted: Clustering, algorithm: str, settings: dict[str, Any], n
                  seed: int) -> dict[str, Any]:
     """``contract.MODEL_ARRAYS``' members for ``fitted``: plain arrays, strings as 0-d unicode arrays."""
     scaler, estimator = fitted.pipeline[0], fitted.pipeline[-1]
-    assign = {"weights": lambda: estimator.weights_, "precisions_cholesky": lambda: estimator.precisions_cholesky_,
-              "subcluster_centers": lambda: estimator.subcluster_centers_,
-              "subcluster_labels": lambda: estimator.subcluster_labels_}
     arrays: dict[str, Any] = {} if fitted.centers is None else {"centers": fitted.centers}
     arrays.update(scaler_mean=scaler.mean_, scaler_scale=scaler.scale_, n_clusters=np.int64(n_clusters))
     arrays.update({name: _plain_value(settings[name]) for name in MODEL_PARAMS[algorithm]})
     arrays.update(seed=np.int64(seed), estimator=np.str_(type(estimator).__name__))
-    arrays.update({name: np.asarray(assign[name]()) for name in MODEL_ASSIGN.get(algorithm, ())})
+    arrays.update({name: np.asarray(getattr(estimator, f"{name}_")) for name in MODEL_ASSIGN.get(algorithm, ())})
     return arrays
 
 
