@@ -34,7 +34,7 @@ class Plan:
     @property
     def variants(self) -> list[str]:
         """What the per-variant (cluster) task maps over."""
-        return list(self.params.inits)
+        return list(self.params.variants)
 
     def task(self, step: str, variant: str | None = None) -> spec.Task:
         (found,) = [t for t in self.tasks if t.name == spec.task_name(step, variant)]

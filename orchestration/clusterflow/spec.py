@@ -109,7 +109,7 @@ class Role:
     so neither the runner nor the DAG branches on a step's name."""
 
     outputs: tuple[Artifact, ...]  # the contract files it writes (a commit caches them)
-    per_variant: bool = False  # one task per init strategy, named ``step[<init>]``
+    per_variant: bool = False  # one task per variant (PipelineParams.variants), named ``step[<variant>]``
     gate_exit_code: int | None = None  # exit code of "outputs written, the quality gate breached"
     prints_summary: bool = False  # its last output line is the run's one-line JSON summary
     runs_after_gate_failure: bool = False  # it runs (to document the breach) after a gate failure
@@ -206,8 +206,7 @@ def command(step: str, run_id: RunId, params: PipelineParams, variant: str | Non
     if OPTIONS["dataset"].flag in args:
         args[args.index(OPTIONS["dataset"].flag) + 1] = dataset_in_container(params.dataset)
     if ROLES[step].per_variant:
-        checked = VARIANT.check(variant)
-        args += [OPTIONS["init"].flag, checked, OPTIONS["variant"].flag, checked]
+        args += params.variant_flags(VARIANT.check(variant))
     return tuple(args)
 
 
@@ -219,7 +218,7 @@ def stages(run_id: RunId, params: PipelineParams, images: typing.Mapping[str, st
     if missing:
         raise ValueError(f"no image for step {missing[0]}: give one per step ({', '.join(STEPS)})")
     return [[Task(step, images[step], command(step, run_id, params, variant), variant)
-             for variant in (params.inits if ROLES[step].per_variant else (None,))] for step in STEPS]
+             for variant in (params.variants if ROLES[step].per_variant else (None,))] for step in STEPS]
 
 
 def labels(dag_id: str, run_id: str, task: Task, try_number: int = 1) -> dict[str, str]:

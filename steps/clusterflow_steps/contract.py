@@ -3,7 +3,7 @@
 Layout under the data root (``/data`` in every container)::
 
     runs/<run_id>/prepare/{features.npy,labels.npy,manifest.json}
-    runs/<run_id>/cluster/<variant>/{model.joblib,model.npz,labels.npy,centers.npy,manifest.json}
+    runs/<run_id>/cluster/<variant>/{model.joblib,model.npz,labels.npy,centers.npy,k_distance.npy,manifest.json}
     runs/<run_id>/evaluate/{metrics.json,projection.npz,manifest.json}
     runs/<run_id>/report/{report.html,manifest.json}
     cache/                      the step cache store (clusterflow_steps.cache)
@@ -131,20 +131,51 @@ def damaged_input(path: Path, what: str, produced_by: str) -> str:
 FEATURES = Artifact("prepare", "features.npy")
 LABELS = Artifact("prepare", "labels.npy")  # only when the data have true labels
 MODEL = Artifact("cluster", "model.joblib")  # the fitted scikit-learn pipeline, a pickle
-# The same fit as plain arrays (np.load(..., allow_pickle=False)), one per MODEL_FIELDS entry:
-# centers in the original feature space, the StandardScaler's mean and scale (a sample x is
+# The same fit as plain arrays (np.load(..., allow_pickle=False)), for K-Means one per MODEL_FIELDS
+# entry: centers in the original feature space, the StandardScaler's mean and scale (a sample x is
 # assigned to argmin_k |(x - scaler_mean) / scaler_scale - (centers_k - scaler_mean) / scaler_scale|)
 # and the fit's params; strings as 0-d unicode arrays. clusterflow itself never loads model.joblib.
 MODEL_ARRAYS = Artifact("cluster", "model.npz")
+# The K-Means family's fields. Every algorithm writes scaler_mean, scaler_scale, n_clusters, seed and
+# estimator (which names the algorithm: ESTIMATORS), the CENTERED ones centers, each the params it
+# was fitted with (MODEL_PARAMS, defaults resolved) and what assigning a new point needs (MODEL_ASSIGN).
 MODEL_FIELDS = ("centers", "scaler_mean", "scaler_scale", "n_clusters", "init", "n_init", "seed", "estimator")
-CLUSTER_LABELS = Artifact("cluster", "labels.npy")
-CENTERS = Artifact("cluster", "centers.npy")
+CLUSTER_LABELS = Artifact("cluster", "labels.npy")  # one per sample; NOISE for a noise point
+CENTERS = Artifact("cluster", "centers.npy")  # only for CENTERED algorithms
+# DBSCAN without --eps: the sorted distance of every sample to its min_samples-th nearest neighbour
+# (itself included, in the scaled space), the curve its eps was picked from.
+K_DISTANCE = Artifact("cluster", "k_distance.npy")
+
+# The cluster step's algorithms (--algorithm) and the scikit-learn estimator of each, as model.npz's
+# "estimator" and the cluster manifest's results name it.
+ESTIMATORS = {"kmeans": "KMeans", "minibatch-kmeans": "MiniBatchKMeans", "dbscan": "DBSCAN", "hdbscan": "HDBSCAN",
+              "agglomerative": "AgglomerativeClustering", "gaussian-mixture": "GaussianMixture", "birch": "Birch"}
+ALGORITHMS = tuple(ESTIMATORS)
+KMEANS_FAMILY = ("kmeans", "minibatch-kmeans")  # their variants are the inits
+# Those with centers (centers.npy; means for gaussian-mixture, each cluster's mean for birch): they
+# can also assign a new point, from model.npz alone.
+CENTERED = frozenset({*KMEANS_FAMILY, "gaussian-mixture", "birch"})
+# model.npz's extra arrays for assigning new points (in the scaled space; each the fitted estimator's
+# attribute of that name and a trailing "_"): gaussian-mixture's weights and precisions' Cholesky
+# factors, birch's subcluster centroids and their final clusters.
+MODEL_ASSIGN = {"gaussian-mixture": ("weights", "precisions_cholesky"),
+                "birch": ("subcluster_centers", "subcluster_labels")}
+MODEL_PARAMS = {"kmeans": ("init", "n_init"), "minibatch-kmeans": ("init", "n_init"),
+                "dbscan": ("eps", "min_samples", "metric"), "hdbscan": ("min_cluster_size", "min_samples"),
+                "agglomerative": ("linkage",), "gaussian-mixture": ("covariance_type", "n_init"), "birch": ()}
+NOISE = -1  # the label of a point in no cluster (dbscan, hdbscan)
 METRICS = Artifact("evaluate", "metrics.json")
 # The data of the report's PCA-reduced figure (written by evaluate, drawn by the report, whose image
 # has no scikit-learn), a saved Projection; only for data of at least PROJECTION_MIN_FEATURES features.
 PROJECTION = Artifact("evaluate", "projection.npz")
 PROJECTION_MIN_FEATURES = 2
 PROJECTION_N_INIT = 4  # KMeans(n_init=...) of the figure's fit: evaluate fits it, the report's caption says so
+
+
+def projection_clusters(n_clusters: int, n_fitted: int) -> int:
+    """The clusters of the figure's KMeans for a best variant of ``n_clusters`` (0 when all is noise)."""
+    return max(1, min(n_clusters, n_fitted))
+
 REPORT = Artifact("report", "report.html")
 # How metrics.json's scores rank: lower is better for these, higher for every other one.
 LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})

@@ -12,15 +12,34 @@ Pure standard library: the step images and the launch gate (through the spec) im
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterflow_steps.contract import ENV_PREFIX, NO_CACHE_ENV, STEPS
+from clusterflow_steps.contract import ALGORITHMS, ENV_PREFIX, KMEANS_FAMILY, NO_CACHE_ENV, STEPS
 
 INITS = ("k-means++", "random", "pca")
+DEFAULT_ALGORITHM = KMEANS_FAMILY[0]
+DISTANCES = ("euclidean", "manhattan", "chebyshev", "cosine")  # dbscan --metric
+DBSCAN_MIN_SAMPLES = 5  # scikit-learn's defaults
+HDBSCAN_MIN_CLUSTER_SIZE = 5
+LINKAGES = ("ward", "complete", "average", "single")
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+_KMEANS_OPTIONS = ("n_clusters", "inits", "init", "n_init", "minibatch", "batch_size")
+# The options each algorithm takes; every other option of this table that one of them takes is
+# refused with it (--seed, --variant and the run options go with every algorithm).
+ALGORITHM_OPTIONS: Mapping[str, tuple[str, ...]] = {
+    "kmeans": _KMEANS_OPTIONS, "minibatch-kmeans": _KMEANS_OPTIONS,
+    "dbscan": ("eps", "min_samples", "metric"),
+    "hdbscan": ("min_cluster_size", "min_samples"),
+    "agglomerative": ("n_clusters", "linkage"),
+    "gaussian-mixture": ("n_clusters", "covariance_type", "n_init"),
+    "birch": ("n_clusters",),
+}
+ALGORITHM_SPECIFIC = frozenset(name for names in ALGORITHM_OPTIONS.values() for name in names)
 BUILTIN_DATASETS = ("digits", "synthetic")
 LABEL_METRICS = ("homogeneity", "completeness", "v_measure", "adjusted_rand", "adjusted_mutual_info")
 RANKABLE = ("inertia", *LABEL_METRICS, "silhouette")  # metrics --rank-by can pick the best variant by
@@ -85,6 +104,8 @@ class Option:
         found["type"] = [_JSON_TYPES[self.kind], "null"] if self.optional else _JSON_TYPES[self.kind]
         if self.kind is str and not self.optional:
             found["minLength"] = 1
+        if self.choices:
+            found["enum"] = [*self.choices, None] if self.optional else list(self.choices)
         return found
 
 
@@ -97,6 +118,31 @@ def _param(default: Any, help: str, steps: tuple[str, ...], **option: Any) -> An
 
 def _synthetic(params: PipelineParams) -> bool:
     return params.dataset == "synthetic"
+
+
+def _not_default_algorithm(params: PipelineParams) -> bool:  # kmeans commands stay as they were
+    return params.algorithm != DEFAULT_ALGORITHM
+
+
+def resolve_algorithm(algorithm: str, minibatch: bool) -> str:
+    """The algorithm to fit: ``--minibatch`` is ``--algorithm minibatch-kmeans``."""
+    return KMEANS_FAMILY[1] if minibatch and algorithm in KMEANS_FAMILY else algorithm
+
+
+def algorithm_problem(algorithm: str, given: Mapping[str, Any]) -> str | None:
+    """One line saying why the options in ``given`` (name -> value, each set by the user) do not fit
+    ``algorithm``, or ``None``: the step CLI and :meth:`PipelineParams.problem` both ask it."""
+    if algorithm not in ALGORITHMS:
+        return f"unknown algorithm {algorithm!r}: choose from {', '.join(ALGORITHMS)}"
+    takes = ALGORITHM_OPTIONS[algorithm]
+    for name in given:
+        if name in ALGORITHM_SPECIFIC and name not in takes:
+            return (f"{algorithm} does not take {flag(name)}: drop it, or choose an algorithm that does "
+                    f"({algorithm} takes {', '.join(flag(n) for n in takes)})")
+    eps = given.get("eps")
+    if eps is not None and not (math.isfinite(eps) and eps > 0):
+        return f"eps {eps}: use a distance above 0, or leave --eps unset to pick it from the k-distance curve"
+    return None
 
 
 def _gate(bound: str, metric: str, what: str | None = None) -> Any:
@@ -118,18 +164,38 @@ class PipelineParams:
     n_features: int = _param(64, "synthetic: number of features.", ("prepare",), when=_synthetic, minimum=1)
     n_centers: int = _param(10, "synthetic: number of blob centers (= distinct labels).", ("prepare",),
                             when=_synthetic, minimum=1)
-    n_clusters: int | None = _param(None, "Number of clusters (required without labels).", ("cluster",),
+    algorithm: str = _param(DEFAULT_ALGORITHM, "Clusterer, with a StandardScaler in front: kmeans (one variant "
+                                               "per init), minibatch-kmeans (= --minibatch), dbscan, hdbscan, "
+                                               "agglomerative, gaussian-mixture or birch (one variant, named "
+                                               "after it).", ("cluster",), choices=ALGORITHMS,
+                            when=_not_default_algorithm)
+    n_clusters: int | None = _param(None, "Number of clusters (required without labels; not for dbscan and "
+                                          "hdbscan, which find it).", ("cluster",),
                                     minimum=2, show_default="the number of distinct labels")
+    eps: float | None = _param(None, "dbscan: neighbourhood radius in the scaled space (above 0).", ("cluster",),
+                               show_default="the knee of the k-distance curve")
+    min_samples: int | None = _param(None, "dbscan, hdbscan: samples in a neighbourhood for a core point "
+                                           "(itself included).", ("cluster",), minimum=1,
+                                     show_default=f"dbscan {DBSCAN_MIN_SAMPLES}, hdbscan --min-cluster-size")
+    metric: str | None = _param(None, "dbscan: the distance between samples.", ("cluster",), choices=DISTANCES,
+                                show_default=DISTANCES[0])
+    min_cluster_size: int | None = _param(None, "hdbscan: the fewest samples a cluster may have.", ("cluster",),
+                                          minimum=2, show_default=str(HDBSCAN_MIN_CLUSTER_SIZE))
+    linkage: str | None = _param(None, "agglomerative: how the distance between clusters is measured.",
+                                 ("cluster",), choices=LINKAGES, show_default=LINKAGES[0])
+    covariance_type: str | None = _param(None, "gaussian-mixture: the form of each component's covariance.",
+                                         ("cluster",), choices=COVARIANCE_TYPES, show_default=COVARIANCE_TYPES[0])
     inits: tuple[str, ...] = _param(INITS, "Init strategies; one cluster task per strategy (its --init).", (),
                                     choices=INITS, multiple=True)
-    n_init: int = _param(4, "K-Means runs with different seeds, the best kept (the pca init always runs once).",
-                         ("cluster",), minimum=1)
-    seed: int = _param(0, "Random seed: of the synthetic blobs (prepare); the random_state of K-Means and of "
-                          "the pca init's PCA (cluster); of the silhouette's draw of samples and of the report "
-                          "figure's PCA/KMeans fit and samples (evaluate).",
+    n_init: int = _param(4, "K-Means (and gaussian-mixture) runs with different seeds, the best kept (the pca "
+                            "init always runs once).", ("cluster",), minimum=1)
+    seed: int = _param(0, "Random seed: of the synthetic blobs (prepare); the random_state of K-Means, of "
+                          "the pca init's PCA and of gaussian-mixture (cluster); of the silhouette's draw of "
+                          "samples and of the report figure's PCA/KMeans fit and samples (evaluate).",
                        ("prepare", "cluster", "evaluate"), minimum=0)
     minibatch: bool = _param(False, "Fit MiniBatchKMeans (for large data), on the features standardised in "
-                                    "place: one copy of them in memory.", ("cluster",))
+                                    "place: one copy of them in memory (= --algorithm minibatch-kmeans).",
+                             ("cluster",))
     min_ari: float | None = _gate("at least", "adjusted_rand", "adjusted Rand index")
     min_ami: float | None = _gate("at least", "adjusted_mutual_info", "adjusted mutual information")
     min_v_measure: float | None = _gate("at least", "v_measure", "V-measure")
@@ -155,14 +221,33 @@ class PipelineParams:
             value = getattr(self, option.name)
             if option.minimum is not None and value is not None and value < option.minimum:
                 return f"{option.name} {value}: use {option.minimum} or more"
-        return None
+            if option.choices and not option.multiple and value is not None and value not in option.choices:
+                return f"unknown {option.name} {value!r}: choose from {', '.join(option.choices)}"
+        given = {name: getattr(self, name) for name, f in FIELDS.items() if getattr(self, name) != f.default}
+        return algorithm_problem(self.algorithm, given)
+
+    def takes(self, name: str) -> bool:
+        """Whether option ``name`` goes with the algorithm these params fit (the common ones always do)."""
+        fitted = resolve_algorithm(self.algorithm, self.minibatch)
+        return name not in ALGORITHM_SPECIFIC or name in ALGORITHM_OPTIONS[fitted]
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The run's cluster variants: the inits for the K-Means family, else one named after the algorithm."""
+        return self.inits if self.algorithm in KMEANS_FAMILY else (self.algorithm,)
+
+    def variant_flags(self, variant: str) -> list[str]:
+        """The cluster flags that make one of :attr:`variants`."""
+        init = [flag("init"), variant] if self.algorithm in KMEANS_FAMILY else []
+        return [*init, flag("variant"), variant]
 
     def flags(self, step: str) -> list[str]:
         """Command-line flags of ``step`` for these params (the cluster init comes per task)."""
         args: list[str] = []
         for option in PIPELINE.values():
             value = getattr(self, option.name)
-            if step not in option.steps or value is None or (option.when and not option.when(self)):
+            if step not in option.steps or value is None or (option.when and not option.when(self)) \
+                    or not self.takes(option.name):
                 continue
             if isinstance(value, bool):
                 args.append(option.flag if value else option.no_flag)
@@ -196,8 +281,9 @@ STEP_ONLY = (
     Option("init", str, INITS[0], "k-means++ or random (seeded, --n-init runs), or pca: the components of a PCA "
            "of the unscaled data as initial centers, one run.", ("cluster",), pipeline=False, choices=INITS),
     Option("variant", str, None, "Output name under cluster/.", ("cluster",), pipeline=False, optional=True,
-           show_default="the --init name"),
-    Option("batch_size", int, 4096, "--minibatch: samples per mini-batch.", ("cluster",), pipeline=False, minimum=1),
+           show_default="the --init name (kmeans), else the --algorithm name"),
+    Option("batch_size", int, 4096, "minibatch-kmeans: samples per mini-batch.", ("cluster",), pipeline=False,
+           minimum=1),
     Option("rank_by", str, None, "Metric that picks the best variant (inertia: lowest, others: highest).",
            ("evaluate",), pipeline=False, optional=True, choices=RANKABLE,
            show_default="adjusted_mutual_info with labels, else inertia"),

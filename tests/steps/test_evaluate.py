@@ -80,7 +80,7 @@ def test_cli_scores_every_variant_and_records_what_it_read(two_variants):
     result = two_variants("evaluate")
     assert "quality gate passed for best variant k-means++" in result.stdout
     payload = json.loads(two_variants.path("evaluate/metrics.json").read_text())
-    assert set(payload) == {"variants", "best", "ranked_by", "quality_gate"}
+    assert set(payload) == {"variants", "best", "ranked_by", "quality_gate", "undefined", "noise"}
     assert set(payload["variants"]) == {"k-means++", "random"}
     assert all(set(row) == KEYS for row in payload["variants"].values())
     assert payload["ranked_by"] == "adjusted_mutual_info" and payload["best"] == "k-means++"

@@ -12,7 +12,7 @@ from clusterflow_steps import threads
 from clusterflow_steps.artifacts import QualityGateFailed, StepRun, save_json
 from clusterflow_steps.cache import run_step
 from clusterflow_steps.cli import run_options, step_command, step_options
-from clusterflow_steps.contract import METRICS, PROJECTION, PROJECTION_MIN_FEATURES, RunLayout
+from clusterflow_steps.contract import METRICS, PROJECTION, PROJECTION_MIN_FEATURES, RunLayout, projection_clusters
 from clusterflow_steps.evaluate import gate, inputs, metrics, projection
 from clusterflow_steps.params import OPTIONS
 from clusterflow_steps.progress import Progress
@@ -25,11 +25,12 @@ def write_projection(run: StepRun, features: np.ndarray, n_clusters: int, seed: 
     rows = min(len(features), projection.MAX_FIT_ROWS)  # PCA and KMeans fit a sample of at most this many
     with threads.limited(threads.for_work(rows * features.shape[1])), \
             progress.phase(f"projected to 2-D for the report's figure (PCA and KMeans on {rows:,} samples)"):
-        projection.compute(features, n_clusters, seed).save(run.out / PROJECTION.name)
+        projection.compute(features, projection_clusters(n_clusters, rows), seed).save(run.out / PROJECTION.name)
 
 
 @step_command("Score every cluster variant of the run as the digits demo does (inertia, homogeneity, "
-              f"completeness, V-measure, ARI, AMI, silhouette), pick the best and write {METRICS.relative()}, "
+              "completeness, V-measure, ARI, AMI, silhouette; null with the reason where undefined; the noise "
+              f"points of each and how each score treats them), pick the best and write {METRICS.relative()}, "
               f"and the PCA-reduced K-means data of the report's figure ({PROJECTION.relative()}). Exits "
               f"{QualityGateFailed.exit_code}, after writing, if the best variant fails a quality gate.")
 @step_options("evaluate")
@@ -43,11 +44,18 @@ def main(layout: RunLayout, use_cache: bool, seed: int, rank_by: str | None, **l
     variants = layout.cluster_variants()
     read = {**prepared.read, **inputs.variant_inputs(layout, variants)}
 
+    noise: dict[str, int] = {}
+    undefined: dict[str, dict[str, str]] = {}
+
     def score_variant(variant: str, true_labels: np.ndarray | None) -> dict[str, Any]:
         results = inputs.variant_results(layout, variant, "inertia", "fit_seconds")
         labels = inputs.variant_labels(layout, variant, len(features))
-        return metrics.scores(features, true_labels, labels, inertia=results["inertia"],
-                              fit_seconds=results["fit_seconds"], seed=seed)
+        row = metrics.scores(features, true_labels, labels, inertia=results["inertia"],
+                             fit_seconds=results["fit_seconds"], seed=seed)
+        noise[variant] = metrics.n_noise(labels)
+        if reasons := metrics.undefined(row, labels, seed):
+            undefined[variant] = reasons
+        return row
 
     def work(run: StepRun) -> None:
         progress = Progress("evaluate", features.size)
@@ -59,7 +67,8 @@ def main(layout: RunLayout, use_cache: bool, seed: int, rank_by: str | None, **l
         best = metrics.best_variant(rows, ranked_by)
         verdict = gate.check(rows[best], thresholds)
         save_json(run, METRICS.name, {"variants": rows, "best": best, "ranked_by": ranked_by,
-                                      "quality_gate": verdict})
+                                      "quality_gate": verdict, "undefined": undefined,
+                                      "noise": {"points": noise, "treatment": metrics.NOISE_TREATMENT}})
         write_projection(run, features, inputs.variant_n_clusters(layout, best), seed, progress)
         run.results.update(best=best, ranked_by=ranked_by, quality_gate=verdict, n_variants=len(rows),
                            best_metrics=rows[best])

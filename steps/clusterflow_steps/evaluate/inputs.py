@@ -74,9 +74,10 @@ def variant_labels(layout: RunLayout, variant: str, n_samples: int) -> np.ndarra
 
 
 def variant_n_clusters(layout: RunLayout, variant: str) -> int:
-    """The number of clusters the cluster step fitted for ``variant`` (its manifest's results)."""
+    """The number of clusters the cluster step fitted (or, dbscan and hdbscan, found) for ``variant``
+    (its manifest's results)."""
     value = variant_results(layout, variant, "n_clusters")["n_clusters"]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:  # 0: all noise
         raise UserError(f"{layout.manifest('cluster', variant)} lacks the n_clusters result: "
                         f"re-run the {CLUSTER_LABELS.producer(variant)} step")
     return value

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from clusterflow_steps.artifacts import image_record
-from clusterflow_steps.contract import LABELS, PROJECTION_MIN_FEATURES
+from clusterflow_steps.clusters import cluster_means
+from clusterflow_steps.contract import ESTIMATORS, KMEANS_FAMILY, LABELS, NOISE, PROJECTION_MIN_FEATURES
 from clusterflow_steps.report import figures, page
 from clusterflow_steps.report.inputs import RunInputs
 
@@ -24,24 +25,52 @@ class Report:
     results: dict[str, Any]
 
 
+def _decision_note(run: RunInputs) -> str:
+    """What the K-Means illustration is for a best variant of another algorithm."""
+    if run.best_algorithm in KMEANS_FAMILY:
+        return ""
+    return (f"The best variant is {ESTIMATORS[run.best_algorithm]}, not K-Means: the figure illustrates K-Means "
+            f"with its number of clusters ({run.n_clusters}, at least 1) on the same reduced data, not its own "
+            "clustering.")
+
+
+def _centers(run: RunInputs, n_features: int) -> tuple[figures.Figure | None, str]:
+    """The best variant's centers as 8x8 images (the means of its clusters where it has none), or a note."""
+    k = run.n_clusters
+    if n_features != DIGIT_FEATURES:
+        return None, (f"Cluster centers are drawn as 8×8 images only for digits-shaped data "
+                      f"({DIGIT_FEATURES} features); these data have {n_features}.")
+    if k == 0:
+        return None, f"Every sample of the best variant is noise (label {NOISE}): there is no cluster to draw."
+    labels = np.asarray(run.best_labels, dtype=np.int64)
+    sizes = np.bincount(labels[labels != NOISE], minlength=k)
+    if run.best_centers is not None:
+        return figures.center_images(run.best_centers, run.best, sizes), ""
+    means = cluster_means(run.features, labels, k)
+    return figures.center_images(means, run.best, sizes, means_of=ESTIMATORS[run.best_algorithm]), ""
+
+
+def _k_distance(run: RunInputs) -> figures.Figure | None:
+    results = run.best_results
+    if run.best_k_distance is None or not {"eps", "min_samples"} <= results.keys():
+        return None
+    return figures.k_distance(run.best_k_distance, float(results["eps"]), int(results["min_samples"]), run.best,
+                              str(results.get("eps_rule") or "the knee of the curve"))
+
+
 def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
     n_samples, n_features = run.features.shape
-    k = len(run.best_centers)
+    k = run.n_clusters
 
     decision, decision_note = None, ""
     if run.projection is not None:  # evaluate wrote one for data of PROJECTION_MIN_FEATURES or more
-        decision = figures.decision_regions(run.projection, digits=run.is_digits)
+        decision = figures.decision_regions(run.projection, digits=run.is_digits, note=_decision_note(run))
     else:
         decision_note = (f"The PCA-reduced figure needs at least {PROJECTION_MIN_FEATURES} features; these data "
                          f"have {n_features}.")
 
-    centers, centers_note = None, ""
-    if n_features == DIGIT_FEATURES:
-        sizes = np.bincount(np.asarray(run.best_labels, dtype=np.int64).clip(0), minlength=k)
-        centers = figures.center_images(run.best_centers, run.best, sizes)
-    else:
-        centers_note = (f"Cluster centers are drawn as 8×8 images only for digits-shaped data "
-                        f"({DIGIT_FEATURES} features); these data have {n_features}.")
+    centers, centers_note = _centers(run, n_features)
+    k_distance = _k_distance(run)
 
     heatmap, heatmap_note = None, ""
     if run.true_labels is not None:
@@ -53,7 +82,7 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
     html = page.render(
         run, generated_at=generated_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         decision=decision, decision_note=decision_note, centers=centers, centers_note=centers_note,
-        heatmap=heatmap, heatmap_note=heatmap_note, report_image=image_record()["name"])
+        heatmap=heatmap, heatmap_note=heatmap_note, k_distance=k_distance, report_image=image_record()["name"])
     results = {
         "page_bytes": len(html.encode("utf-8")),
         "best": run.best,
@@ -62,7 +91,7 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
         "n_samples": n_samples,
         "n_features": n_features,
         "figures": [name for name, fig in (("decision_regions", decision), ("cluster_centers", centers),
-                                           ("contingency", heatmap)) if fig is not None],
+                                           ("contingency", heatmap), ("k_distance", k_distance)) if fig is not None],
         "quality_gate_passed": not run.gate_failed,
         "quality_gate_failures": run.gate_failures if run.gate_failed else [],
     }

@@ -48,10 +48,10 @@ def _text(value: object) -> str:
     return str(value).replace("$", r"\$")
 
 
-def decision_regions(projection: Projection, *, digits: bool) -> Figure:
+def decision_regions(projection: Projection, *, digits: bool, note: str = "") -> Figure:
     """The demo's final figure: K-means on PCA-reduced data, regions coloured, centroids as crosses.
 
-    Only draws: evaluate computed the PCA, the KMeans fit and the region mesh.
+    Only draws: evaluate computed the PCA, the KMeans fit and the region mesh. ``note`` ends the caption.
     """
     low_x, high_x, low_y, high_y = projection.extent
     grid_rows, grid_cols = projection.regions.shape
@@ -85,12 +85,15 @@ def decision_regions(projection: Projection, *, digits: bool) -> Figure:
     if len(points) < projection.n_fitted:
         caption += (f" The dots show a random sample (seed {seed}) of {len(points):,} of the "
                     f"{projection.n_fitted:,} fitted points.")
+    caption += f" {note}" if note else ""
     alt = f"Decision regions of {k} K-means clusters on PCA-reduced data, with centroids."
     return Figure(_png(fig), alt, caption)
 
 
-def center_images(centers: np.ndarray, variant: str, cluster_sizes: np.ndarray) -> Figure:
-    """Each 64-feature cluster center drawn as an 8x8 grayscale image, labelled ``cluster i``."""
+def center_images(centers: np.ndarray, variant: str, cluster_sizes: np.ndarray, *, means_of: str | None = None
+                  ) -> Figure:
+    """Each 64-feature cluster center drawn as an 8x8 grayscale image, labelled ``cluster i``; with
+    ``means_of`` (an estimator without centers), the mean of each cluster's points instead."""
     shown = centers[:MAX_CENTER_IMAGES]
     k = len(shown)
     cols = min(k, 10)
@@ -108,13 +111,16 @@ def center_images(centers: np.ndarray, variant: str, cluster_sizes: np.ndarray) 
         ax.set_xticks(())
         ax.set_yticks(())
     fig.colorbar(image, ax=axes, shrink=0.9, pad=0.02).set_label("feature value", fontsize=8)
-    fig.suptitle(f"Cluster centers of variant {_text(variant)} as 8×8 images (dark = high)", fontsize=11)
-    caption = (f"The {len(centers)} cluster centers of the best variant in the original feature space, each "
-               "of its 64 features drawn as one pixel of an 8×8 image on a common gray scale; n is the "
-               "number of samples in the cluster.")
+    what = "Cluster means" if means_of else "Cluster centers"
+    fig.suptitle(f"{what} of variant {_text(variant)} as 8×8 images (dark = high)", fontsize=11)
+    drawn = (f"{means_of} has no centers: these are the means of the points of each of the best variant's "
+             f"{len(centers)} clusters (noise points left out)" if means_of else
+             f"The {len(centers)} cluster centers of the best variant")
+    caption = (f"{drawn} in the original feature space, each of its 64 features drawn as one pixel of an 8×8 "
+               "image on a common gray scale; n is the number of samples in the cluster.")
     if len(centers) > k:
         caption += f" The first {k} of {len(centers)} centers are shown."
-    return Figure(_png(fig), f"Cluster centers of variant {variant} as 8x8 grayscale images.", caption)
+    return Figure(_png(fig), f"{what} of variant {variant} as 8x8 grayscale images.", caption)
 
 
 def contingency_matrix(cluster_labels: np.ndarray, true_labels: np.ndarray
@@ -153,3 +159,22 @@ def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, var
                "the labels puts one dark cell in each row.")
     return Figure(_png(fig), f"Heat map of sample counts per cluster and true label for variant {variant}.",
                   caption)
+
+
+MAX_CURVE_POINTS = 2_000  # the k-distance curve is drawn through at most this many of its points
+
+
+def k_distance(curve: np.ndarray, eps: float, min_samples: int, variant: str, rule: str) -> Figure:
+    """DBSCAN's sorted k-distance curve, the ``eps`` picked from it as a horizontal line."""
+    shown = np.unique(np.linspace(0, len(curve) - 1, min(len(curve), MAX_CURVE_POINTS)).astype(np.int64))
+    fig = _new_figure((7, 4.5))
+    ax = fig.add_subplot()
+    ax.plot(shown, curve[shown], color="#1f5e9e", label=f"distance to the {min_samples}th nearest neighbour")
+    ax.axhline(eps, color="#c81e1e", linestyle="--", label=f"eps = {eps:.4g}")
+    ax.legend(loc="upper left")
+    ax.set_xlabel("samples, sorted by that distance")
+    ax.set_ylabel("distance (scaled features)")
+    ax.set_title(f"k-distance curve of variant {_text(variant)} (k = {min_samples})")
+    caption = (f"DBSCAN was given no eps: it was picked as {rule}. Samples below the line are core points; "
+               "those above it are noise unless they lie within eps of a core point.")
+    return Figure(_png(fig), f"k-distance curve of variant {variant} with eps {eps:.4g}.", caption)

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from clusterflow_steps.artifacts import UserError, input_name, read_array, read_json
-from clusterflow_steps.contract import (CENTERS, CLUSTER_LABELS, FEATURES, LABELS, METRICS, PROJECTION,
-                                        PROJECTION_MIN_FEATURES, Artifact, Projection, RunLayout, damaged_input,
-                                        gate_failed, producer, ranked)
+from clusterflow_steps.contract import (CENTERS, CLUSTER_LABELS, ESTIMATORS, FEATURES, K_DISTANCE, KMEANS_FAMILY,
+                                        LABELS, METRICS, NOISE, PROJECTION, PROJECTION_MIN_FEATURES, Artifact,
+                                        Projection, RunLayout, damaged_input, gate_failed, producer,
+                                        projection_clusters, ranked)
 
 
 @dataclass
@@ -27,7 +28,8 @@ class RunInputs:
     metrics: dict[str, Any]
     best: str
     best_labels: np.ndarray
-    best_centers: np.ndarray
+    best_centers: np.ndarray | None  # None when the best variant's algorithm has no centers
+    best_k_distance: np.ndarray | None  # dbscan's k-distance curve, when it picked eps from it
     projection: Projection | None  # None when the data have fewer than PROJECTION_MIN_FEATURES features
     manifests: dict[str, dict[str, Any]]  # "prepare", "cluster/<variant>", "evaluate"
     read: dict[str, Path] = field(default_factory=dict)
@@ -36,6 +38,48 @@ class RunInputs:
     def variants(self) -> dict[str, dict[str, Any]]:
         variants: dict[str, dict[str, Any]] = self.metrics["variants"]  # load_run checked its shape
         return variants
+
+    @property
+    def best_results(self) -> dict[str, Any]:
+        results = self.manifests[f"cluster/{self.best}"].get("results")
+        return results if isinstance(results, dict) else {}
+
+    @property
+    def best_algorithm(self) -> str:
+        """The best variant's algorithm (a run from before there were others: kmeans)."""
+        algorithm = self.best_results.get("algorithm")
+        return algorithm if algorithm in ESTIMATORS else KMEANS_FAMILY[0]
+
+    @property
+    def n_clusters(self) -> int:
+        """The best variant's clusters: its centers, else the distinct labels that are not noise."""
+        if self.best_centers is not None:
+            return len(self.best_centers)
+        return int(np.unique(self.best_labels[self.best_labels != NOISE]).size)
+
+    def _noise(self, key: str) -> dict[str, Any]:
+        noise = self.metrics.get("noise")
+        found = noise.get(key) if isinstance(noise, dict) else None
+        return found if isinstance(found, dict) else {}  # (runs from before there was noise: none)
+
+    @property
+    def n_noise(self) -> dict[str, int]:
+        """Noise points per variant, as evaluate counted them."""
+        return {str(k): v for k, v in self._noise("points").items() if isinstance(v, int)}
+
+    @property
+    def noise_treatment(self) -> dict[str, str]:
+        """How each score treats noise, as evaluate recorded it."""
+        return {str(k): str(v) for k, v in self._noise("treatment").items()}
+
+    @property
+    def undefined(self) -> dict[str, dict[str, str]]:
+        """Why scores are null, per variant and metric, as evaluate recorded it."""
+        found = self.metrics.get("undefined")
+        if not isinstance(found, dict):
+            return {}
+        return {str(v): {str(m): str(r) for m, r in reasons.items()} for v, reasons in found.items()
+                if isinstance(reasons, dict)}
 
     @property
     def dataset(self) -> str | None:
@@ -114,25 +158,33 @@ def load_run(layout: RunLayout) -> RunInputs:
                            f"{features.shape[0]} rows", LABELS.producer())
 
     best_labels = array_input(CLUSTER_LABELS, best)
-    best_centers = array_input(CENTERS, best)
     if best_labels.shape != (features.shape[0],):
         raise _damaged(layout.path(CLUSTER_LABELS, best), f"has shape {best_labels.shape}, but "
                        f"{FEATURES.relative()} has {features.shape[0]} rows", CLUSTER_LABELS.producer(best))
-    if best_centers.ndim != 2 or best_centers.shape[1] != features.shape[1] or best_centers.shape[0] < 1:
+    written = manifests[f"cluster/{best}"].get("outputs")
+    written = written if isinstance(written, dict) else {}
+    best_centers = array_input(CENTERS, best) if CENTERS.name in written else None
+    if best_centers is not None and (best_centers.ndim != 2 or best_centers.shape[1] != features.shape[1]
+                                     or best_centers.shape[0] < 1):
         raise _damaged(layout.path(CENTERS, best), f"has shape {best_centers.shape}, "
                        f"not (n_clusters, {features.shape[1]})", CENTERS.producer(best))
+    k_distance = array_input(K_DISTANCE, best) if K_DISTANCE.name in written else None
+    if k_distance is not None and (k_distance.shape != (features.shape[0],) or not np.isfinite(k_distance).all()):
+        raise _damaged(layout.path(K_DISTANCE, best), f"has shape {k_distance.shape} or non-finite values, not "
+                       f"one distance per sample ({features.shape[0]})", K_DISTANCE.producer(best))
 
     projection = None
     if features.shape[1] >= PROJECTION_MIN_FEATURES:
         path = layout.path(PROJECTION)
         projection = Projection.load(path)
         read[input_name(layout.run_dir, path)] = path
-        expected_clusters = min(len(best_centers), projection.n_fitted)
+    found = RunInputs(run_id=layout.run_id, features=features, true_labels=true_labels, metrics=metrics,
+                      best=best, best_labels=best_labels, best_centers=best_centers, best_k_distance=k_distance,
+                      projection=projection, manifests=manifests, read=read)
+    if projection is not None:
+        expected_clusters = projection_clusters(found.n_clusters, projection.n_fitted)
         if projection.n_samples != features.shape[0] or projection.n_clusters != expected_clusters:
-            raise _damaged(path, f"was computed for {projection.n_samples} samples and {projection.n_clusters} "
-                           f"clusters, but the run has {features.shape[0]} samples and its best variant {best} has "
-                           f"{len(best_centers)} clusters", PROJECTION.producer())
-
-    return RunInputs(run_id=layout.run_id, features=features, true_labels=true_labels, metrics=metrics,
-                     best=best, best_labels=best_labels, best_centers=best_centers, projection=projection,
-                     manifests=manifests, read=read)
+            raise _damaged(layout.path(PROJECTION), f"was computed for {projection.n_samples} samples and "
+                           f"{projection.n_clusters} clusters, but the run has {features.shape[0]} samples and its "
+                           f"best variant {best} has {found.n_clusters} clusters", PROJECTION.producer())
+    return found

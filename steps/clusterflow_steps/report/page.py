@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from clusterflow_steps.contract import ESTIMATORS, KMEANS_FAMILY, NOISE
 from clusterflow_steps.launch import LAPTOP_NOTE, manifest_line
 from clusterflow_steps.report.figures import Figure
 from clusterflow_steps.report.formats import COLUMN_TITLES, COLUMNS, NULL, esc, format_metric
@@ -101,9 +102,37 @@ def metrics_table(run: RunInputs) -> str:
     note = (f"Rows in ranking order: the best variant first, then by {esc(ranked_by)}"
             if ranked_by else "Rows: the best variant first, then by name")
     note += (f". Formatted as the demo prints its benchmark (time in seconds to 3 decimals, inertia to the "
-             f"integer, scores to 3 decimals); {NULL} marks a score that needs true labels the data do not have.")
-    return (f'<div class="scroll"><table class="metrics" id="metrics"><thead><tr><th scope="col">init</th>'
-            f'{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div><p class="note">{note}</p>')
+             f"integer, scores to 3 decimals); {NULL} marks a score that needs true labels the data do not have"
+             + (", or that is undefined (below)." if run.undefined else "."))
+    kmeans_only = all(_algorithm(run, v) in KMEANS_FAMILY for v in run.variants)
+    return (f'<div class="scroll"><table class="metrics" id="metrics"><thead><tr><th scope="col">'
+            f'{"init" if kmeans_only else "variant"}</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'</div><p class="note">{note}</p>{_noise_notes(run)}')
+
+
+def _algorithm(run: RunInputs, variant: str) -> str:
+    results = run.manifests.get(f"cluster/{variant}", {}).get("results")
+    algorithm = results.get("algorithm") if isinstance(results, dict) else None
+    return algorithm if algorithm in ESTIMATORS else KMEANS_FAMILY[0]
+
+
+def _noise_notes(run: RunInputs) -> str:
+    """The noise points of each variant that has any, how the scores treat them, and why scores are null."""
+    parts = []
+    noisy = {v: n for v, n in run.n_noise.items() if n}
+    if noisy:
+        counts = "; ".join(f"{v}: {n:,}" for v, n in sorted(noisy.items()))
+        by_treatment: dict[str, list[str]] = {}
+        for metric, how in run.noise_treatment.items():
+            by_treatment.setdefault(how, []).append(metric)
+        how = "; ".join(f"{', '.join(metrics)}: {text}" for text, metrics in by_treatment.items())
+        parts.append(f'<p class="note" id="noise">Noise points (label {NOISE}, in no cluster): {esc(counts)}. '
+                     f"{esc(how)}</p>")
+    undefined = run.undefined
+    if undefined:
+        reasons = "; ".join(f"{v} {m}: {r}" for v, found in sorted(undefined.items()) for m, r in found.items())
+        parts.append(f'<p class="note" id="undefined">Undefined scores: {esc(reasons)}.</p>')
+    return "".join(parts)
 
 
 def _files_table(files: Any) -> str:
@@ -158,17 +187,21 @@ def lineage(run: RunInputs) -> str:
 
 def render(run: RunInputs, *, generated_at: str, decision: Figure | None, decision_note: str,
            centers: Figure | None, centers_note: str, heatmap: Figure | None, heatmap_note: str,
-           report_image: str | None) -> str:
+           k_distance: Figure | None, report_image: str | None) -> str:
     """The whole page as one string."""
     n, d = run.features.shape
     evaluated = run.manifests["evaluate"].get("finished_at")
+    n_noise = run.n_noise.get(run.best, 0)
+    noise = f", {n_noise:,} noise points" if n_noise else ""
+    estimator = ESTIMATORS[run.best_algorithm]
+    title = "K-means" if run.best_algorithm in KMEANS_FAMILY else estimator
     header = _facts([
         ("run id", f"<code>{esc(run.run_id)}</code>"),
         ("generated", esc(generated_at) + (f" (evaluated {esc(evaluated)})" if evaluated else "")),
         ("dataset", f"<code>{esc(run.dataset or NULL)}</code>, {n:,} samples × {d:,} features, "
                     + ("with true labels" if run.true_labels is not None else "without true labels")),
         ("best variant", f'<span class="tag" style="margin-left:0">{esc(run.best)}</span> '
-                         f"({len(run.best_centers)} clusters; ranked by {esc(run.metrics.get('ranked_by') or NULL)})"),
+                         f"({run.n_clusters} clusters{noise}; ranked by {esc(run.metrics.get('ranked_by') or NULL)})"),
         ("quality gate", _gate_status(run)),
     ])
 
@@ -183,12 +216,13 @@ def render(run: RunInputs, *, generated_at: str, decision: Figure | None, decisi
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>clusterflow report: {esc(run.run_id)}</title><style>{CSS}</style></head><body><main>"
-        f"<header><h1>K-means clustering report: run {esc(run.run_id)}</h1>{header}</header>"
+        f"<header><h1>{esc(title)} clustering report: run {esc(run.run_id)}</h1>{header}</header>"
         f"{_gate_banner(run)}"
         f'<section id="benchmark"><h2>Benchmark</h2>{metrics_table(run)}</section>'
         + section("K-means on PCA-reduced data", "decision-regions", decision, decision_note)
         + section("Cluster centers", "centers", centers, centers_note)
         + section("Clusters and true labels", "contingency", heatmap, heatmap_note)
+        + (section("DBSCAN's k-distance curve", "k-distance", k_distance, "") if k_distance else "")
         + f'<section><h2>Lineage</h2>{lineage(run)}</section>'
         f'<footer><p class="note">{footer}</p></footer></main></body></html>\n'
     )
