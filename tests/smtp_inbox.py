@@ -1,4 +1,5 @@
-"""A real SMTP server (aiosmtpd) for the notification tests: every message it receives, parsed."""
+"""A real SMTP server (aiosmtpd) for the notification tests: every message it receives, parsed;
+and what every run's email must say."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import quote
 
 from aiosmtpd.controller import Controller
 
+from clusterflow import spec
+
+CONN_ID = "clusterflow_smtp"
+DAG_ID = spec.DAG_ID
 FROM = "clusterflow-test@example.org"
 TO = ("ops@example.org", "ml@example.org")
 
@@ -67,3 +73,19 @@ def html_body(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("html",))
     assert part is not None, message
     return str(part.get_content())
+
+
+def report_link(base_url: str, run_id: str) -> str:
+    return f"{base_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/plugin/clusterflow-report"
+
+
+def assert_email(message: EmailMessage, run_id: str, outcome: str, *shown: str, base_url: str) -> str:
+    """The email names the run, its outcome and links its Report tab; ``shown`` are in its body too."""
+    assert message["From"] == FROM
+    assert [a.strip() for a in message["To"].split(",")] == list(TO)
+    assert message["Subject"].startswith(f"[clusterflow] {DAG_ID} {run_id}: {outcome}"), message["Subject"]
+    body = html_body(message)
+    link = report_link(base_url, run_id)
+    for expected in (run_id, f"runs/{spec.safe_run_id(run_id)}", f"<b>{outcome}</b>", f'<a href="{link}">', *shown):
+        assert expected in body, (expected, body)
+    return body

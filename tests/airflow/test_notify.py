@@ -13,16 +13,14 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
-from clusterflow import notify, spec
+from clusterflow import notify
 from tests.airflow.conftest import DAG_ID, airflow_environment
 from tests.airflow.test_dags_test import DagsTest, writable_data_dir
-from tests.smtp_inbox import FROM, TO, Inbox, html_body, smtp_inbox
+from tests.smtp_inbox import CONN_ID, TO, Inbox, assert_email, smtp_inbox
 
-CONN_ID = "clusterflow_smtp"
 BASE_URL = "http://airflow.example:8080"
 DAGS_TEST_BASE_URL = "http://localhost:8080"  # [api] base_url as scripts/airflow.sh sets it (default port)
 RUN_ID = "manual__2026-12-02T07:00:00+00:00"
@@ -65,22 +63,6 @@ def callback(airflow_venv: Path, home: Path, env: dict[str, str], *, failed: boo
     return done
 
 
-def report_link(base_url: str, run_id: str) -> str:
-    return f"{base_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/plugin/clusterflow-report"
-
-
-def assert_email(message: EmailMessage, run_id: str, outcome: str, *shown: str, base_url: str = BASE_URL) -> str:
-    """The email names the run, its outcome and links its Report tab; ``shown`` are in its body too."""
-    assert message["From"] == FROM
-    assert [a.strip() for a in message["To"].split(",")] == list(TO)
-    assert message["Subject"].startswith(f"[clusterflow] {DAG_ID} {run_id}: {outcome}"), message["Subject"]
-    body = html_body(message)
-    link = report_link(base_url, run_id)
-    for expected in (run_id, f"runs/{spec.safe_run_id(run_id)}", f"<b>{outcome}</b>", f'<a href="{link}">', *shown):
-        assert expected in body, (expected, body)
-    return body
-
-
 @pytest.fixture()
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
@@ -93,7 +75,7 @@ def test_a_successful_run_emails_its_best_variant_metrics_verdict_and_report_lin
     (message,) = inbox.messages
     assert message["Subject"] == f"[clusterflow] {DAG_ID} {RUN_ID}: success (best k-means++)"
     assert_email(message, RUN_ID, "success", "best variant</th><td>k-means++", "adjusted Rand index</th><td>0.470",
-                 "adjusted mutual information</th><td>0.601", "quality gate</th><td>passed")
+                 "adjusted mutual information</th><td>0.601", "quality gate</th><td>passed", base_url=BASE_URL)
     assert inbox.recipients == [list(TO)]
     assert f"notified {', '.join(TO)} of run {RUN_ID} (success)" in done.stdout + done.stderr
 
@@ -104,7 +86,8 @@ def test_a_gate_breach_emails_quality_gate_failed_with_the_gates_reason(airflow_
                  xcoms={"quality_gate": {"passed": False, "reason": BREACH}})
     (message,) = inbox.messages
     body = assert_email(message, RUN_ID, "quality gate failed", "quality gate</th><td>failed: Error: quality gate "
-                        "failed for best variant k-means++: adjusted_rand 0.470 &lt; --min-ari 0.99")
+                        "failed for best variant k-means++: adjusted_rand 0.470 &lt; --min-ari 0.99",
+                        base_url=BASE_URL)
     assert "<b>failed</b>" not in body
 
 
@@ -113,7 +96,8 @@ def test_a_failed_run_emails_failed_and_that_the_gate_was_not_reached(airflow_ve
         callback(airflow_venv, home, notification_env(inbox), failed=True, reason="task_failure", xcoms={})
     (message,) = inbox.messages
     assert message["Subject"] == f"[clusterflow] {DAG_ID} {RUN_ID}: failed"
-    assert_email(message, RUN_ID, "failed", "quality gate</th><td>not reached", "Airflow reason</th><td>task_failure")
+    assert_email(message, RUN_ID, "failed", "quality gate</th><td>not reached", "Airflow reason</th><td>task_failure",
+                 base_url=BASE_URL)
 
 
 def test_without_a_connection_id_nothing_is_sent_or_logged(airflow_venv, home):
