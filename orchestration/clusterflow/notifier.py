@@ -14,6 +14,7 @@ from typing import Any
 from airflow.configuration import conf
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import Connection, Variable
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from clusterflow import notify, spec
@@ -58,16 +59,15 @@ def send(context: Any, *, failed: bool) -> None:
                   found.conn_id, notify.SMTP_CONN_VARIABLE, found.conn_id)
         return
     dag_id, run_id = context["dag"].dag_id, str(context["run_id"])
-    facts = notify.RunFacts(dag_id, run_id, failed, summary=_xcom(dag_id, run_id, "return_value"),
-                            gate=_xcom(dag_id, run_id, GATE_XCOM), reason=context.get("reason"))
-    base_url = conf.get("api", "base_url", fallback=None) or DEFAULT_BASE_URL
-    built = notify.message(facts, notify.report_url(base_url, REPORT_ROUTE, dag_id, run_id))
-    notifier = SmtpNotifier(to=list(found.to), smtp_conn_id=found.conn_id, subject=built.subject,
-                            html_content=built.html,
-                            from_email=connection.extra_dejson.get("from_email") or DEFAULT_SENDER)
-    try:
-        notifier.notify(context)  # not notifier(context): that would render the message as a Jinja template
-    except Exception as exc:  # the email is best effort: the run's outcome stands whatever happens here
+    try:  # best effort: the run's outcome stands whatever happens here
+        facts = notify.RunFacts(dag_id, run_id, failed, summary=_xcom(dag_id, run_id, BaseXCom.XCOM_RETURN_KEY),
+                                gate=_xcom(dag_id, run_id, GATE_XCOM), reason=context.get("reason"))
+        base_url = conf.get("api", "base_url", fallback=None) or DEFAULT_BASE_URL
+        built = notify.message(facts, notify.report_url(base_url, REPORT_ROUTE, dag_id, run_id))
+        SmtpNotifier(to=list(found.to), smtp_conn_id=found.conn_id, subject=built.subject, html_content=built.html,
+                     from_email=connection.extra_dejson.get("from_email") or DEFAULT_SENDER,
+                     ).notify(context)  # not __call__, which would render the message as a Jinja template
+    except Exception as exc:
         log.error("clusterflow: no notification sent through connection %r: %s: %s", found.conn_id,
                   type(exc).__name__, (str(exc).strip().splitlines() or [""])[-1])
     else:
