@@ -31,7 +31,7 @@ from airflow.sdk import DAG, Param, TriggerRule, Variable, task
 from airflow.sdk.exceptions import AirflowFailException
 from clusterflow_steps.contract import FEATURES, LABELS, METRICS, QUALITY_GATE_EXIT, REPORT, RunId
 
-from clusterflow import dataroot, engine, pinning, spec
+from clusterflow import dataroot, engine, notifier, notify, pinning, spec
 from clusterflow.operators import LAUNCHER_ENV, PLAN_TASK, PLAN_XCOM, step_operator
 from clusterflow.plan import render_plan
 from clusterflow.version import VERSION
@@ -103,6 +103,11 @@ that talk only through files under `/data/runs/<run_id>/<step>/` (see the README
 `plan` checks the params and derives the run id on the volume from Airflow's run id
 (`manual__2026-11-24T10:00:00+00:00` becomes `manual__2026-11-24T10-00-00-00-00-<hash>`);
 `outcome` fails the DAG run if any step failed.
+
+Email: on success, a quality-gate breach and any other failure, once the Variable
+`{notify.SMTP_CONN_VARIABLE}` names an SMTP connection and `{notify.RECIPIENTS_VARIABLE}` lists the
+recipients (comma-separated): run id, outcome, best variant and its metrics, the gate's verdict and
+a link to the run's Report tab.
 
 Data root: the Airflow Variable `{DATA_SOURCE_VARIABLE}`, else env `{DATA_SOURCE_ENV}`, else the
 named volume `{DEFAULT_DATA_SOURCE}`: an absolute host path (bind mount, writable by uid
@@ -202,6 +207,9 @@ def build_dag() -> DAG:
         params=dag_params(),
         tags=["clusterflow"],
         default_args={"owner": "clusterflow"},
+        # the run's email (success, quality gate failed, failed): off until configured, see clusterflow.notifier
+        on_success_callback=notifier.on_success,
+        on_failure_callback=notifier.on_failure,
     ) as dag:
         planned = plan.override(**policy[PLAN_TASK])()
         prepare = step(task_id="prepare", step="prepare", **policy["prepare"])
