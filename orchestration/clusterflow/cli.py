@@ -54,11 +54,12 @@ def main() -> None:
 @click.option("--digests", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Digests file of a publish: run its images by digest (overrides ${pinning.DIGESTS_ENV}; "
                    f"${pinning.REGISTRY_ENV} alone resolves --image-tag in that registry once).")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, show_default="all of them",
-              help="How many cluster variants run at once.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              show_default=f"all of them, at most {spec.PARALLEL_TASKS}",
+              help="How many cluster tasks (variants x --k) run at once.")
 @_param_options
 def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs: int | None, **params: Any) -> None:
-    """Run prepare, cluster (one per init, concurrently), evaluate and report as containers."""
+    """Run prepare, cluster (one per init and --k, concurrently), evaluate and report as containers."""
     try:
         pipeline_params = spec.PipelineParams(**params)
         checked_run_id = RunId(run_id)  # checked here, once: the runner, spec and dataroot take it as it is

@@ -52,7 +52,8 @@ TASK_POLICY: dict[str, dict[str, Any]] = {
     "prepare": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
                 "execution_timeout": dt.timedelta(minutes=5)},
     "cluster": {"retries": 5, "retry_delay": dt.timedelta(seconds=10), "retry_exponential_backoff": True,
-                "max_retry_delay": dt.timedelta(minutes=10), "execution_timeout": dt.timedelta(minutes=20)},
+                "max_retry_delay": dt.timedelta(minutes=10), "execution_timeout": dt.timedelta(minutes=20),
+                "max_active_tis_per_dagrun": spec.PARALLEL_TASKS},  # a sweep over k: not all at once
     "evaluate": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
                  "execution_timeout": dt.timedelta(minutes=10)},
     "report": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),

@@ -41,6 +41,10 @@ LABEL_PREFIX = "io.clusterflow"
 
 DAG_ID = "digits_kmeans"  # the Airflow rendering's DAG (its runs are what the UI plugin shows)
 
+# The most tasks of one stage (the cluster variants x k) that run at once unless told otherwise:
+# the local runner's --jobs default and the DAG's mapped cluster task's max_active_tis_per_dagrun.
+PARALLEL_TASKS = 8
+
 # Resource limits of every step container: deployment settings (env of the runner / the Airflow
 # worker), not run params; read once per run (see :func:`step_limits`).
 STEP_MEMORY_ENV = "CLUSTERFLOW_STEP_MEMORY"
