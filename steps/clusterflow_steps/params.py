@@ -165,7 +165,8 @@ def parse_k(text: str) -> tuple[int, ...]:
         low, _, high = part.partition("..")
         first, last = int(low), int(high or low)
         if last < first:
-            raise ValueError(f"k {text!r}: the range {part} is inverted or empty: write it low..high, e.g. {last}..{first}")
+            raise ValueError(f"k {text!r}: the range {part} is inverted or empty: write it low..high, "
+                             f"e.g. {last}..{first}")
         found += range(first, last + 1)
     if min(found) < 2:
         raise ValueError(f"k {text!r}: a clustering needs 2 or more clusters: start the range at 2")

@@ -187,7 +187,7 @@ def lineage(run: RunInputs) -> str:
 
 def render(run: RunInputs, *, generated_at: str, decision: Figure | None, decision_note: str,
            centers: Figure | None, centers_note: str, heatmap: Figure | None, heatmap_note: str,
-           k_distance: Figure | None, report_image: str | None) -> str:
+           k_distance: Figure | None, k_curves: Figure | None, report_image: str | None) -> str:
     """The whole page as one string."""
     n, d = run.features.shape
     evaluated = run.manifests["evaluate"].get("finished_at")
@@ -219,6 +219,7 @@ def render(run: RunInputs, *, generated_at: str, decision: Figure | None, decisi
         f"<header><h1>{esc(title)} clustering report: run {esc(run.run_id)}</h1>{header}</header>"
         f"{_gate_banner(run)}"
         f'<section id="benchmark"><h2>Benchmark</h2>{metrics_table(run)}</section>'
+        + (section("Choosing k", "k-curves", k_curves, "") if k_curves else "")
         + section("K-means on PCA-reduced data", "decision-regions", decision, decision_note)
         + section("Cluster centers", "centers", centers, centers_note)
         + section("Clusters and true labels", "contingency", heatmap, heatmap_note)
