@@ -3,6 +3,9 @@ both renderings; bad sweeps are refused with one line (no Docker, no Airflow).""
 
 from __future__ import annotations
 
+import json
+import os
+
 import jsonschema
 import pytest
 from click.testing import CliRunner
@@ -103,4 +106,106 @@ def test_the_dag_plan_maps_the_cluster_task_over_every_variant_and_k():
                                            (["--k", "2..5", "--algorithm", "hdbscan"], "hdbscan does not take --k")])
 def test_clusterflow_run_refuses_bad_sweeps_with_exit_2(args, message):
     result = CliRunner().invoke(cli.main, ["run", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+# --- --sweep: a list of variant specs, each an algorithm with its options (and k) ------------------------
+SWEEP = ({"algorithm": "kmeans", "k": "2..3", "inits": ["k-means++"]}, {"algorithm": "dbscan", "min_samples": 10},
+         {"algorithm": "agglomerative", "k": "2,4", "linkage": "average"})
+
+
+def test_each_sweep_entry_renders_its_own_cluster_commands():
+    tasks = _cluster_tasks(spec.PipelineParams(sweep=SWEEP))
+    assert [t.variant for t in tasks] == ["kmeans-k-means++-k2", "kmeans-k-means++-k3", "dbscan",
+                                          "agglomerative-k2", "agglomerative-k4"]
+    expected = {"kmeans-k-means++-k3": ("kmeans", 3, None, None), "dbscan": ("dbscan", None, 10, None),
+                "agglomerative-k4": ("agglomerative", 4, None, "average")}
+    for task in tasks:
+        with COMMANDS["cluster"].make_context("cluster", list(task.command)) as ctx:
+            parsed = ctx.params
+        assert parsed["variant"] == task.variant
+        if task.variant in expected:
+            assert (parsed["algorithm"], parsed["n_clusters"], parsed["min_samples"], parsed["linkage"]) \
+                == expected[task.variant]
+
+
+def test_an_entry_takes_the_runs_options_it_does_not_set():
+    params = spec.PipelineParams(n_init=2, sweep=({"algorithm": "gaussian-mixture", "k": "3,4"},
+                                                  {"algorithm": "kmeans", "k": "5", "inits": ["random"], "n_init": 7}))
+    commands = {t.variant: t.command for t in _cluster_tasks(params)}
+    assert commands["gaussian-mixture-k3"][commands["gaussian-mixture-k3"].index("--n-init") + 1] == "2"
+    assert commands["kmeans-random-k5"][commands["kmeans-random-k5"].index("--n-init") + 1] == "7"
+
+
+@pytest.mark.parametrize("sweep, message", [
+    (({"algorithm": "dbscan", "k": "2..3"},), r"sweep entry 1 \(dbscan\): dbscan does not take --k"),
+    (({"algorithm": "kmeans"}, {"algorithm": "kmeans"}), "entries 1 and 2 both make variant k-means++"),
+    (({"eps": 1.0},), "sweep entry 1: give an object with an algorithm"),
+    (({"algorithm": "birch", "bogus": 1},), "unknown option 'bogus'"),
+    (({"algorithm": "louvain"},), "unknown algorithm 'louvain'"),
+    (({"algorithm": "dbscan", "eps": 0},), "use a distance above 0"),
+    (({"algorithm": "birch", "k": "9..3"},), "inverted"),
+    (({"algorithm": "birch", "k": "2..40"}, {"algorithm": "agglomerative", "k": "2..40"}), "78 cluster tasks"),
+])
+def test_bad_sweep_entries_are_refused_with_one_line(sweep, message):
+    with pytest.raises(ValueError, match=message):
+        spec.PipelineParams(sweep=sweep)
+
+
+@pytest.mark.parametrize("value", [
+    [{"k": "2..5"}], [{"algorithm": "spectral"}], [{"algorithm": "kmeans", "k": "2-5"}],
+    [{"algorithm": "kmeans", "inits": ["bogus"]}], [{"algorithm": "birch", "bogus": 1}], "kmeans",
+    [{"algorithm": "birch", "n_clusters": 1}],
+])
+def test_the_airflow_param_schema_refuses_bad_sweeps_at_trigger_time(value):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(value, spec.param_schema("sweep"))
+
+
+def test_the_airflow_param_schema_takes_a_sweep_and_the_plan_renders_it():
+    jsonschema.validate([dict(entry) for entry in SWEEP], spec.param_schema("sweep"))
+    rendered = plan.render_plan({"sweep": [dict(entry) for entry in SWEEP]}, "manual__1", "/data",
+                                pinning.local("0.1.0"), spec.StepLimits(1 << 30, 1.0))
+    assert rendered.variants == list(spec.PipelineParams(sweep=SWEEP).variants)
+    again = plan.Plan.from_xcom(rendered.to_xcom())
+    assert again.params == rendered.params and again.tasks == rendered.tasks
+
+
+def test_clusterflow_run_takes_a_sweep_inline_or_from_a_file(monkeypatch, tmp_path):
+    seen = {}
+
+    class FakeRunner:
+        def __init__(self, client, data_dir, limits=None, jobs=None):
+            pass
+
+        def run(self, run_id, params, images):
+            seen["params"] = params
+            return tmp_path / "report.html"
+
+    class FakeClient:
+        api = None
+
+        def ping(self):
+            return True
+
+    for name in [n for n in os.environ if n.startswith("CLUSTERFLOW_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(cli, "LocalRunner", FakeRunner)
+    monkeypatch.setattr(cli.docker, "from_env", FakeClient)
+    text = json.dumps(list(SWEEP))
+    result = CliRunner().invoke(cli.main, ["run", "--run-id", "r1", "--sweep", text], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen["params"] == spec.PipelineParams(sweep=SWEEP)
+    path = tmp_path / "sweep.json"
+    path.write_text(text)
+    result = CliRunner().invoke(cli.main, ["run", "--run-id", "r2", "--sweep", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0 and seen["params"] == spec.PipelineParams(sweep=SWEEP)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[1, 2]", "give a JSON list of objects"), ("[{", "not JSON"), ("/nonexistent/sweep.json", "No such file"),
+    ('[{"algorithm": "dbscan", "k": "2..4"}]', "dbscan does not take --k"),
+])
+def test_clusterflow_run_refuses_a_bad_sweep_with_exit_2(value, message):
+    result = CliRunner().invoke(cli.main, ["run", "--sweep", value])
     assert result.exit_code == 2 and message in result.output

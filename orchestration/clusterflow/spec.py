@@ -205,12 +205,15 @@ def mounts(data_source: str, dataset: str = "digits", *, cache: str | None = Non
 
 
 def command(step: str, run_id: RunId, params: PipelineParams, variant: str | None = None) -> tuple[str, ...]:
-    """Arguments after the image's entrypoint (the step CLI); a dataset file as the container sees it."""
+    """Arguments after the image's entrypoint (the step CLI); a dataset file as the container sees it.
+    A per-variant step's come from the params of its variant (:meth:`PipelineParams.for_variant`)."""
+    if ROLES[step].per_variant:
+        params = params.for_variant(VARIANT.check(variant))
     args = [RUN_ID_FLAG, run_id, *params.flags(step)]
     if OPTIONS["dataset"].flag in args:
         args[args.index(OPTIONS["dataset"].flag) + 1] = dataset_in_container(params.dataset)
-    if ROLES[step].per_variant:
-        args += params.variant_flags(VARIANT.check(variant))
+    if variant is not None and ROLES[step].per_variant:
+        args += params.variant_flags(variant)
     return tuple(args)
 
 

@@ -12,6 +12,7 @@ Pure standard library: the step images and the launch gate (through the spec) im
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import types
@@ -48,6 +49,10 @@ RANKABLE = ("inertia", *LABEL_METRICS, "silhouette")  # metrics --rank-by can pi
 MAX_CLUSTER_TASKS = 64
 # --k: a range (2..15), a list (2,5,10) or both (2..5,10); JSON schema checks the form at trigger time.
 K_PATTERN = r"^[0-9]+(\.\.[0-9]+)?(,[0-9]+(\.\.[0-9]+)?)*$"
+# The options a --sweep entry may set: the cluster step's (its algorithm first: required).
+SWEEP_OPTIONS = ("algorithm", "k", "n_clusters", "inits", "minibatch", *sorted(ALGORITHM_SPECIFIC - {
+    "n_clusters", "inits", "init", "minibatch", "batch_size"}))
+SWEEP_EXAMPLE = 'e.g. [{"algorithm": "kmeans", "k": "2..15"}, {"algorithm": "dbscan", "min_samples": 10}]'
 # Only ever on a step's command line (no CLUSTERFLOW_COMMIT_CACHE): a commit is an explicit act.
 COMMIT_CACHE_FLAG = "--commit-cache"
 
@@ -85,6 +90,7 @@ class Option:
     show_default: str | None = None  # what the default is, where it is not a plain value
     gate_metric: str | None = None  # a quality-gate threshold on this metric (--min-*: lower bound)
     pattern: str | None = None  # a str value's form, as a regular expression (JSON schema's ``pattern``)
+    entries: tuple[str, ...] | None = None  # a list of objects, each of these options (the first required)
 
     @property
     def flag(self) -> str:
@@ -102,6 +108,10 @@ class Option:
     def schema(self) -> dict[str, Any]:
         """Its JSON schema (for Airflow's ``Param``)."""
         found: dict[str, Any] = {"description": self.help}
+        if self.entries:
+            entry = {"type": "object", "required": [self.entries[0]], "additionalProperties": False,
+                     "properties": {name: PIPELINE[name].schema() for name in self.entries}}
+            return {**found, "type": "array", "items": entry, "maxItems": MAX_CLUSTER_TASKS}
         if self.minimum is not None:
             found["minimum"] = self.minimum
         if self.multiple:
@@ -175,6 +185,18 @@ def parse_k(text: str) -> tuple[int, ...]:
     return tuple(found)
 
 
+def parse_sweep(text: str) -> tuple[dict[str, Any], ...]:
+    """``--sweep``'s JSON: a list of objects (checked further by :class:`PipelineParams`); ValueError
+    with a one-line fix when it is none."""
+    try:
+        found = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"sweep: not JSON ({exc}): {SWEEP_EXAMPLE}") from None
+    if not isinstance(found, list) or not all(isinstance(entry, dict) for entry in found):
+        raise ValueError(f"sweep: give a JSON list of objects, {SWEEP_EXAMPLE}")
+    return tuple(found)
+
+
 def _gate(bound: str, metric: str, what: str | None = None) -> Any:
     named = f"{what} ({metric})" if what else metric
     return _param(None, f"Quality gate: the best variant's {named} must be {bound} this.", ("evaluate",),
@@ -220,6 +242,13 @@ class PipelineParams:
                                  f"at most {MAX_CLUSTER_TASKS} in all; evaluate ranks them all (for the "
                                  "algorithms that take --n-clusters).", (), pattern=K_PATTERN,
                            show_default="no sweep: --n-clusters")
+    sweep: tuple[dict[str, Any], ...] = _param((), "Choose the algorithm: a list of variant specs, each an "
+                                                    "algorithm with its options and, for those that take "
+                                                    "n_clusters, its k (a JSON list of objects, or the path of a "
+                                                    f"file holding it; {SWEEP_EXAMPLE}). An entry's unset "
+                                                    "options are the run's. Evaluate ranks every variant of "
+                                                    "every entry.", (), entries=SWEEP_OPTIONS,
+                                               show_default="one spec: --algorithm with its options")
     inits: tuple[str, ...] = _param(INITS, "Init strategies; one cluster task per strategy (its --init).", (),
                                     choices=INITS, multiple=True)
     n_init: int = _param(4, "K-Means (and gaussian-mixture) runs with different seeds, the best kept (the pca "
@@ -259,9 +288,43 @@ class PipelineParams:
             if option.choices and not option.multiple and value is not None and value not in option.choices:
                 return f"unknown {option.name} {value!r}: choose from {', '.join(option.choices)}"
         given = {name: getattr(self, name) for name, f in FIELDS.items() if getattr(self, name) != f.default}
-        return algorithm_problem(self.algorithm, given) or self._sweep_problem()
+        return algorithm_problem(self.algorithm, given) or self._k_problem() or self._sweep_problem()
 
     def _sweep_problem(self) -> str | None:
+        """What is wrong with :attr:`sweep`'s entries (each checked as the params it makes), or ``None``."""
+        made: dict[str, int] = {}
+        for number, entry in enumerate(self.sweep, start=1):
+            if not isinstance(entry, Mapping) or "algorithm" not in entry:
+                return f"sweep entry {number}: give an object with an algorithm, {SWEEP_EXAMPLE}"
+            unknown = sorted(set(entry) - set(SWEEP_OPTIONS))
+            if unknown:
+                return f"sweep entry {number}: unknown option {unknown[0]!r}: use {', '.join(SWEEP_OPTIONS)}"
+            try:
+                variants = self._entry(entry).variants
+            except (TypeError, ValueError) as exc:
+                return f"sweep entry {number} ({entry['algorithm']}): {exc}"
+            for variant in variants:
+                if variant in made:
+                    return (f"sweep entries {made[variant]} and {number} both make variant {variant}: give them "
+                            "different k (or inits)")
+                made[variant] = number
+        if len(made) > MAX_CLUSTER_TASKS:
+            return (f"the sweep makes {len(made)} cluster tasks, more than {MAX_CLUSTER_TASKS}: sweep fewer k "
+                    "or fewer entries")
+        return None
+
+    def _entry(self, entry: Mapping[str, Any]) -> PipelineParams:
+        """The params of one :attr:`sweep` entry: these, with the entry's options (JSON lists as tuples)."""
+        options: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
+                                   for name, value in entry.items()}
+        return dataclasses.replace(self, sweep=(), **options)
+
+    @property
+    def _specs(self) -> tuple[PipelineParams, ...]:
+        """The params each cluster variant comes from: each :attr:`sweep` entry's, else these."""
+        return tuple(self._entry(entry) for entry in self.sweep) if self.sweep else (self,)
+
+    def _k_problem(self) -> str | None:
         if self.k is None:
             return None
         if not self.takes("n_clusters"):
@@ -306,12 +369,18 @@ class PipelineParams:
 
     @property
     def variants(self) -> tuple[str, ...]:
-        """The run's cluster variants: per init (K-Means family) or the algorithm, times each --k."""
-        return tuple(self._variant_flags)
+        """The run's cluster variants: per init (K-Means family) or the algorithm, times each --k; of
+        every :attr:`sweep` entry."""
+        return tuple(variant for spec in self._specs for variant in spec._variant_flags)
+
+    def for_variant(self, variant: str) -> PipelineParams:
+        """The params whose cluster flags (:meth:`flags`) make ``variant``: its sweep entry's, else these."""
+        (found,) = [spec for spec in self._specs if variant in spec._variant_flags]
+        return found
 
     def variant_flags(self, variant: str) -> list[str]:
-        """The cluster flags that make one of :attr:`variants`."""
-        return self._variant_flags[variant]
+        """The cluster flags that make one of :attr:`variants`, after :meth:`for_variant`'s :meth:`flags`."""
+        return self.for_variant(variant)._variant_flags[variant]
 
     def flags(self, step: str) -> list[str]:
         """Command-line flags of ``step`` for these params (the cluster init comes per task)."""

@@ -65,3 +65,19 @@ def test_bad_sweeps_are_refused_before_any_container(docker_cli, data_dir: Path,
     result = clusterflow_run(data_dir, "--run-id", "bad", *args)
     assert result.returncode == 2 and words in result.stderr
     assert not (data_dir / "runs" / "bad").exists()
+
+
+def test_a_sweep_over_algorithms_and_k_ranks_them_all(docker_cli, data_dir: Path):
+    sweep = [{"algorithm": "kmeans", "k": "8..10", "inits": ["k-means++"]},
+             {"algorithm": "agglomerative", "k": "9,10", "linkage": "ward"}, {"algorithm": "dbscan", "min_samples": 10}]
+    result = clusterflow_run(data_dir, "--run-id", "mixed", "--sweep", json.dumps(sweep), "--jobs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    variants = ["kmeans-k-means++-k8", "kmeans-k-means++-k9", "kmeans-k-means++-k10", "agglomerative-k9",
+                "agglomerative-k10", "dbscan"]
+    metrics = json.loads((data_dir / "runs/mixed/evaluate/metrics.json").read_text())
+    assert sorted(metrics["variants"]) == sorted(variants)
+    assert metrics["best"] == max(variants, key=lambda v: metrics["variants"][v]["adjusted_mutual_info"])
+    results = json.loads((data_dir / "runs/mixed/cluster/agglomerative-k9/manifest.json").read_text())["results"]
+    assert results["algorithm"] == "agglomerative" and results["n_clusters"] == 9
+    html = (data_dir / "runs/mixed/report/report.html").read_text()
+    assert 'id="k-curves-figure"' in html

@@ -112,7 +112,7 @@ class RunInputs:
             manifest = self.manifests.get(f"cluster/{variant}", {})
             results, params = manifest.get("results"), manifest.get("params")
             results, params = (v if isinstance(v, dict) else {} for v in (results, params))
-            k = params.get("n_clusters", results.get("n_clusters"))
+            k = params.get("n_clusters") or results.get("n_clusters")
             if not isinstance(k, int) or isinstance(k, bool):
                 continue
             algorithm = results.get("algorithm") if results.get("algorithm") in ESTIMATORS else KMEANS_FAMILY[0]
