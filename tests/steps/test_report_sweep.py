@@ -75,3 +75,7 @@ def test_a_run_without_a_sweep_has_no_curve(tmp_path):
     assert run.k_curves() == {}
     report = render_run(run)
     assert "k_curves" not in report.results["figures"] and "Choosing k" not in report.html
+
+
+def test_the_table_of_a_sweep_is_by_variant_not_by_init(swept):
+    assert swept[2].headers[0] == "variant"
