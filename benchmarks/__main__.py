@@ -11,10 +11,10 @@ from typing import Any
 
 import docker
 
-from benchmarks import gate, images, overhead, scale, steps
+from benchmarks import gate, images, overhead, scale, steps, sweep
 from benchmarks.measure import Table, load, machine, verdict
 
-SECTIONS = ("overhead", "steps", "images", "scale", "gate")
+SECTIONS = ("overhead", "steps", "images", "scale", "gate", "sweep")
 BEGIN, END = "<!-- python -m benchmarks: begin -->", "<!-- python -m benchmarks: end -->"
 MB = 1 << 20
 
@@ -84,6 +84,10 @@ def targets(found: dict[str, Any]) -> Table:
                   verdict(0 < m["cluster_rss"].median <= 1.5 * features))
         table.add(f"{n:,} x 64: the report < 2 MB", f"{m['report_mb'].median:.2f} MB",
                   verdict(m["report_mb"].median < 2))
+    if "sweep" in found:
+        s = {k: v.median for k, v in found["sweep"].items()}
+        table.add("(for reference) a sweep over k: the runner (--jobs 2) and Airflow vs one bare process",
+                  f"{s['local-2'] / s['bare']:.2f}× and {s['dags_test'] / s['bare']:.2f}×", "—")
     return table
 
 
@@ -137,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plot: {args.plot}")
     if "gate" in chosen:
         show(gate.run(client, args.repeats))
+    if "sweep" in chosen:
+        table, found["sweep"] = sweep.run(args.repeats, sweep.QUICK_KS if args.quick else sweep.KS)
+        show(table)
     show(targets(found))
     footer = f"Finished after {(dt.datetime.now(dt.UTC) - started).total_seconds() / 60:.1f} min; " \
              f"load average then: {load()}."

@@ -3,6 +3,7 @@
     python -m benchmarks.bare digits       # scikit-learn's digits demo: 3 benchmarks + its figure
     python -m benchmarks.bare scale N      # N x 64 synthetic blobs, as the steps make them; the
                                            # same pipeline fit (MiniBatchKMeans from 100,000) and scores
+    python -m benchmarks.bare sweep LOW HIGH   # the digits, K-Means (k-means++) for k = LOW..HIGH, scored
 
 Run through ``benchmarks.measure.PEAK_RSS_WRAPPER`` so that it reports its peak RSS.
 """
@@ -64,5 +65,20 @@ def scale(n_samples: int) -> None:
     bench_k_means(kmeans, "k-means++", features, labels, SEED)
 
 
+def sweep(low: int, high: int) -> None:
+    """The fits of ``clusterflow run --init k-means++ --k LOW..HIGH``, one after the other, each
+    scored as the demo scores it (its table row: the label scores and the silhouette)."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_digits
+
+    data, labels = load_digits(return_X_y=True)
+    for k in range(low, high + 1):
+        bench_k_means(KMeans(init="k-means++", n_clusters=k, n_init=N_INIT, random_state=SEED), f"k={k}", data,
+                      labels, SEED)
+
+
 if __name__ == "__main__":
-    digits() if sys.argv[1] == "digits" else scale(int(sys.argv[2]))
+    if sys.argv[1] == "sweep":
+        sweep(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        digits() if sys.argv[1] == "digits" else scale(int(sys.argv[2]))

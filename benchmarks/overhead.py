@@ -7,6 +7,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from benchmarks.measure import PEAK_RSS_WRAPPER, REPO, Stat, Table, ratio, repeat, run_process, timed
@@ -19,7 +20,7 @@ def bare_demo() -> float:
     return run_process([sys.executable, "-c", PEAK_RSS_WRAPPER, "benchmarks.bare", "digits"]).seconds
 
 
-def _data_dir(parent: Path) -> Path:
+def data_dir(parent: Path) -> Path:
     data = parent / "data"
     data.mkdir(parents=True)
     data.chmod(0o777)  # the steps' uid 10001 writes here when the harness runs as root
@@ -28,12 +29,12 @@ def _data_dir(parent: Path) -> Path:
 
 def local_run(root: Path, n: int) -> float:
     return run_process([str(REPO / ".venv/bin/clusterflow"), "run", "--run-id", f"bench-{n}",
-                        "--data-dir", str(_data_dir(root / f"local-{n}")), "--no-cache"]).seconds
+                        "--data-dir", str(data_dir(root / f"local-{n}")), "--no-cache"]).seconds
 
 
-def dags_test(env: dict[str, str]) -> float:
+def dags_test(env: dict[str, str], conf: Mapping[str, object] = NO_CACHE) -> float:
     def run() -> None:
-        result = airflow(env, "dags", "test", DAG_ID, "-c", json.dumps(NO_CACHE), timeout=900)
+        result = airflow(env, "dags", "test", DAG_ID, "-c", json.dumps(conf), timeout=1800)
         if result.returncode or "state=success" not in result.stdout + result.stderr:
             raise RuntimeError(f"airflow dags test failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
 
@@ -46,13 +47,13 @@ def run(repeats: int) -> tuple[Table, dict[str, Stat]]:
         rows: dict[str, Stat] = {"bare": repeat(bare_demo, repeats)}
         runs = itertools.count()
         rows["local"] = repeat(lambda: local_run(root, next(runs)), repeats)
-        env = airflow_environment(root / "airflow-home", _data_dir(root / "airflow"))
+        env = airflow_environment(root / "airflow-home", data_dir(root / "airflow"))
         migrated = airflow(env, "db", "migrate", timeout=600)
         if migrated.returncode:
             raise RuntimeError(f"airflow db migrate failed:\n{migrated.stderr[-3000:]}")
         rows["dags_test"] = repeat(lambda: dags_test(env), repeats)
         (root / "standalone-home").mkdir()
-        with standalone_airflow(root / "standalone-home", _data_dir(root / "standalone")) as standalone:
+        with standalone_airflow(root / "standalone-home", data_dir(root / "standalone")) as standalone:
             def scheduled() -> float:
                 started = time.perf_counter()
                 finished = standalone.finished(standalone.trigger(NO_CACHE), 900)

@@ -211,3 +211,12 @@ def test_a_task_whose_step_logged_a_cache_hit_gets_no_commit(tmp_path):
                                                         "outputs reused"})
     run(engine, tmp_path)
     assert "prepare commit" not in engine.started and "evaluate commit" in engine.started
+
+
+def test_a_sweep_runs_one_task_per_variant_and_k_at_most_the_default_cap_at_once(tmp_path):
+    engine = FakeEngine(seconds=0.05)
+    params = spec.PipelineParams(k="2..6", inits=("k-means++", "random"))  # 10 cluster tasks
+    LocalRunner(engine, tmp_path, log=lambda line: None).run("r1", params, LOCAL)
+    clusters = [t for t in engine.steps_started if t.startswith("cluster[")]
+    assert sorted(clusters) == sorted(f"cluster[{v}]" for v in params.variants) and len(clusters) == 10
+    assert engine.most_at_once == spec.PARALLEL_TASKS

@@ -18,7 +18,7 @@ from clusterflow import dataroot, engine, pinning, spec
 from clusterflow.reproduce import reproduce_command
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
-from clusterflow_steps.params import PIPELINE
+from clusterflow_steps.params import PIPELINE, parse_sweep
 
 
 def _param_options(command: Any) -> Any:
@@ -26,7 +26,10 @@ def _param_options(command: Any) -> Any:
     for option in reversed(list(PIPELINE.values())):
         settings: dict[str, Any] = {"help": option.help, "default": option.default,
                                     "show_default": option.show_default or True}
-        if option.multiple:  # --init, repeated: one cluster task per strategy
+        if option.entries:  # --sweep: JSON, or a file of it
+            decl = click.option(option.flag, option.name, type=click.UNPROCESSED, callback=_sweep,
+                                metavar="JSON|FILE", **settings)
+        elif option.multiple:  # --init, repeated: one cluster task per strategy
             decl = click.option("--init", option.name, multiple=True, type=click.Choice(option.choices or ()),
                                 **settings)
         elif option.kind is bool:
@@ -35,6 +38,20 @@ def _param_options(command: Any) -> Any:
             decl = click.option(option.flag, option.name, type=option.kind, **settings)
         command = decl(command)
     return command
+
+
+def _sweep(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[dict[str, Any], ...]:
+    """``--sweep``'s value: its JSON, given inline or in a file (click passes the default, ``()``, as it is)."""
+    if isinstance(value, tuple):
+        return value
+    try:
+        text = value if value.lstrip().startswith("[") else Path(value).read_text()
+        return parse_sweep(text)
+    except OSError as exc:
+        raise click.BadParameter(f"{value}: {exc.strerror}: give the JSON list or the path of a file "
+                                 "holding it") from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,11 +71,12 @@ def main() -> None:
 @click.option("--digests", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Digests file of a publish: run its images by digest (overrides ${pinning.DIGESTS_ENV}; "
                    f"${pinning.REGISTRY_ENV} alone resolves --image-tag in that registry once).")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, show_default="all of them",
-              help="How many cluster variants run at once.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              show_default=f"all of them, at most {spec.PARALLEL_TASKS}",
+              help="How many cluster tasks (variants x --k) run at once.")
 @_param_options
 def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs: int | None, **params: Any) -> None:
-    """Run prepare, cluster (one per init, concurrently), evaluate and report as containers."""
+    """Run prepare, cluster (one per init and --k, concurrently), evaluate and report as containers."""
     try:
         pipeline_params = spec.PipelineParams(**params)
         checked_run_id = RunId(run_id)  # checked here, once: the runner, spec and dataroot take it as it is

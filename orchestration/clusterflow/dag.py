@@ -7,7 +7,7 @@ timeouts, Params (derived from :class:`spec.PipelineParams`) and the task order.
 
 Tasks::
 
-    plan ─▶ prepare ─▶ cluster[<init>] (mapped, one per init) ─▶ evaluate ─▶ report ─▶ outcome
+    plan ─▶ prepare ─▶ cluster[<variant>] (mapped, one per variant x k) ─▶ evaluate ─▶ report ─▶ outcome
 
 ``plan`` validates the run's params, derives the run id on the volume from Airflow's run id and
 resolves the run's settings once (data root, step images: by digest when pinned, see
@@ -52,7 +52,8 @@ TASK_POLICY: dict[str, dict[str, Any]] = {
     "prepare": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
                 "execution_timeout": dt.timedelta(minutes=5)},
     "cluster": {"retries": 5, "retry_delay": dt.timedelta(seconds=10), "retry_exponential_backoff": True,
-                "max_retry_delay": dt.timedelta(minutes=10), "execution_timeout": dt.timedelta(minutes=20)},
+                "max_retry_delay": dt.timedelta(minutes=10), "execution_timeout": dt.timedelta(minutes=20),
+                "max_active_tis_per_dagrun": spec.PARALLEL_TASKS},  # a sweep over k: not all at once
     "evaluate": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
                  "execution_timeout": dt.timedelta(minutes=10)},
     "report": {"retries": 2, "retry_delay": dt.timedelta(seconds=30),
@@ -93,8 +94,10 @@ that talk only through files under `/data/runs/<run_id>/<step>/` (see the README
 **Artifact contract**):
 
 1. **prepare** loads the data set (`{FEATURES.name}`, `{LABELS.name}`);
-2. **cluster** fits K-Means once per init strategy in the `inits` param: one mapped task per
-   strategy (`cluster/<init>/`);
+2. **cluster** fits the `algorithm` (K-Means: once per init strategy in the `inits` param), for each
+   number of clusters of `k` (`2..15`, `2,5,10`), or each variant spec of `sweep` (a list of
+   `{{"algorithm": ..., "k": ..., <its options>}}`): one mapped task per variant (`cluster/<variant>/`),
+   at most {spec.PARALLEL_TASKS} at once;
 3. **evaluate** scores every variant (`{METRICS.name}`), applies the quality gate (`min_*` /
    `max_inertia` params) and pushes a one-line summary (best variant and its metrics) as XCom;
    a breach fails it (exit {QUALITY_GATE_EXIT}) with the reason in its log;

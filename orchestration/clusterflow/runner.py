@@ -1,6 +1,7 @@
 """The local runner: the pipeline spec rendered as ``docker run`` calls, stage after stage.
 
-The tasks of one stage (the cluster variants) run concurrently, as the DAG's do. After a task's
+The tasks of one stage (the cluster variants, times each k of a sweep) run concurrently, as the
+DAG's do: up to ``jobs`` at once (default :data:`spec.PARALLEL_TASKS`). After a task's
 container succeeded (evaluate: also the quality gate's exit 3, whose outputs are kept), its commit
 container (:meth:`spec.Task.commit`: the store read-write, the data root read-only) puts its
 outputs into the cache store; a failed commit only means no cache entry.
@@ -48,7 +49,7 @@ class LocalRunner:
     log: Callable[[str], None] = print
     # memory and CPU limits of every step container: read once, when the runner is made
     limits: spec.StepLimits = field(default_factory=spec.step_limits)
-    # how many tasks of one stage run at once (None: all of them)
+    # how many tasks of one stage run at once (None: all of them, at most spec.PARALLEL_TASKS)
     jobs: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _running: set = field(default_factory=set, init=False, repr=False)  # containers started, not removed
@@ -157,7 +158,7 @@ class LocalRunner:
 
         if len(tasks) <= 1:
             return [launch(task) for task in tasks]
-        pool = ThreadPoolExecutor(max_workers=min(self.jobs or len(tasks), len(tasks)))
+        pool = ThreadPoolExecutor(max_workers=min(self.jobs or spec.PARALLEL_TASKS, len(tasks)))
         futures = [pool.submit(launch, task) for task in tasks]
         try:
             for future in as_completed(futures):

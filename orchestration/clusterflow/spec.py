@@ -41,6 +41,10 @@ LABEL_PREFIX = "io.clusterflow"
 
 DAG_ID = "digits_kmeans"  # the Airflow rendering's DAG (its runs are what the UI plugin shows)
 
+# The most tasks of one stage (the cluster variants x k) that run at once unless told otherwise:
+# the local runner's --jobs default and the DAG's mapped cluster task's max_active_tis_per_dagrun.
+PARALLEL_TASKS = 8
+
 # Resource limits of every step container: deployment settings (env of the runner / the Airflow
 # worker), not run params; read once per run (see :func:`step_limits`).
 STEP_MEMORY_ENV = "CLUSTERFLOW_STEP_MEMORY"
@@ -201,12 +205,15 @@ def mounts(data_source: str, dataset: str = "digits", *, cache: str | None = Non
 
 
 def command(step: str, run_id: RunId, params: PipelineParams, variant: str | None = None) -> tuple[str, ...]:
-    """Arguments after the image's entrypoint (the step CLI); a dataset file as the container sees it."""
+    """Arguments after the image's entrypoint (the step CLI); a dataset file as the container sees it.
+    A per-variant step's come from the params of its variant (:meth:`PipelineParams.for_variant`)."""
+    if ROLES[step].per_variant:
+        params = params.for_variant(VARIANT.check(variant))
     args = [RUN_ID_FLAG, run_id, *params.flags(step)]
     if OPTIONS["dataset"].flag in args:
         args[args.index(OPTIONS["dataset"].flag) + 1] = dataset_in_container(params.dataset)
-    if ROLES[step].per_variant:
-        args += params.variant_flags(VARIANT.check(variant))
+    if variant is not None and ROLES[step].per_variant:
+        args += params.variant_flags(variant)
     return tuple(args)
 
 

@@ -12,7 +12,9 @@ Pure standard library: the step images and the launch gate (through the spec) im
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -43,6 +45,14 @@ ALGORITHM_SPECIFIC = frozenset(name for names in ALGORITHM_OPTIONS.values() for 
 BUILTIN_DATASETS = ("digits", "synthetic")
 LABEL_METRICS = ("homogeneity", "completeness", "v_measure", "adjusted_rand", "adjusted_mutual_info")
 RANKABLE = ("inertia", *LABEL_METRICS, "silhouette")  # metrics --rank-by can pick the best variant by
+# The most cluster tasks (variants x k) one run fans out to: beyond it the run is refused.
+MAX_CLUSTER_TASKS = 64
+# --k: a range (2..15), a list (2,5,10) or both (2..5,10); JSON schema checks the form at trigger time.
+K_PATTERN = r"^[0-9]+(\.\.[0-9]+)?(,[0-9]+(\.\.[0-9]+)?)*$"
+# The options a --sweep entry may set: the cluster step's (its algorithm first: required).
+SWEEP_OPTIONS = ("algorithm", "k", "n_clusters", "inits", "minibatch", *sorted(ALGORITHM_SPECIFIC - {
+    "n_clusters", "inits", "init", "minibatch", "batch_size"}))
+SWEEP_EXAMPLE = 'e.g. [{"algorithm": "kmeans", "k": "2..15"}, {"algorithm": "dbscan", "min_samples": 10}]'
 # Only ever on a step's command line (no CLUSTERFLOW_COMMIT_CACHE): a commit is an explicit act.
 COMMIT_CACHE_FLAG = "--commit-cache"
 
@@ -79,6 +89,8 @@ class Option:
     when: Callable[[PipelineParams], bool] | None = None  # passed to its steps only when this holds
     show_default: str | None = None  # what the default is, where it is not a plain value
     gate_metric: str | None = None  # a quality-gate threshold on this metric (--min-*: lower bound)
+    pattern: str | None = None  # a str value's form, as a regular expression (JSON schema's ``pattern``)
+    entries: tuple[str, ...] | None = None  # a list of objects, each of these options (the first required)
 
     @property
     def flag(self) -> str:
@@ -96,6 +108,10 @@ class Option:
     def schema(self) -> dict[str, Any]:
         """Its JSON schema (for Airflow's ``Param``)."""
         found: dict[str, Any] = {"description": self.help}
+        if self.entries:
+            entry = {"type": "object", "required": [self.entries[0]], "additionalProperties": False,
+                     "properties": {name: PIPELINE[name].schema() for name in self.entries}}
+            return {**found, "type": "array", "items": entry, "maxItems": MAX_CLUSTER_TASKS}
         if self.minimum is not None:
             found["minimum"] = self.minimum
         if self.multiple:
@@ -104,6 +120,8 @@ class Option:
         found["type"] = [_JSON_TYPES[self.kind], "null"] if self.optional else _JSON_TYPES[self.kind]
         if self.kind is str and not self.optional:
             found["minLength"] = 1
+        if self.pattern:
+            found["pattern"] = self.pattern
         if self.choices:
             found["enum"] = [*self.choices, None] if self.optional else list(self.choices)
         return found
@@ -143,6 +161,40 @@ def algorithm_problem(algorithm: str, given: Mapping[str, Any]) -> str | None:
     if eps is not None and not (math.isfinite(eps) and eps > 0):
         return f"eps {eps}: use a distance above 0, or leave --eps unset to pick it from the k-distance curve"
     return None
+
+
+def parse_k(text: str) -> tuple[int, ...]:
+    """The numbers of clusters ``--k`` sweeps, in order: ``"2..5,10"`` -> ``(2, 3, 4, 5, 10)``.
+    Raises ValueError with a one-line fix for a malformed, empty or inverted range, a k below 2
+    or one given twice."""
+    usage = "give a range and/or a list of numbers of clusters, e.g. 2..15 or 2,5,10"
+    if not re.fullmatch(K_PATTERN, text):
+        raise ValueError(f"k {text!r}: {usage}")
+    found: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("..")
+        first, last = int(low), int(high or low)
+        if last < first:
+            raise ValueError(f"k {text!r}: the range {part} is inverted or empty: write it low..high, "
+                             f"e.g. {last}..{first}")
+        found += range(first, last + 1)
+    if min(found) < 2:
+        raise ValueError(f"k {text!r}: a clustering needs 2 or more clusters: start the range at 2")
+    if len(set(found)) != len(found):
+        raise ValueError(f"k {text!r}: a number of clusters is given twice: {usage}")
+    return tuple(found)
+
+
+def parse_sweep(text: str) -> tuple[dict[str, Any], ...]:
+    """``--sweep``'s JSON: a list of objects (checked further by :class:`PipelineParams`); ValueError
+    with a one-line fix when it is none."""
+    try:
+        found = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"sweep: not JSON ({exc}): {SWEEP_EXAMPLE}") from None
+    if not isinstance(found, list) or not all(isinstance(entry, dict) for entry in found):
+        raise ValueError(f"sweep: give a JSON list of objects, {SWEEP_EXAMPLE}")
+    return tuple(found)
 
 
 def _gate(bound: str, metric: str, what: str | None = None) -> Any:
@@ -185,6 +237,18 @@ class PipelineParams:
                                  ("cluster",), choices=LINKAGES, show_default=LINKAGES[0])
     covariance_type: str | None = _param(None, "gaussian-mixture: the form of each component's covariance.",
                                          ("cluster",), choices=COVARIANCE_TYPES, show_default=COVARIANCE_TYPES[0])
+    k: str | None = _param(None, "Choose k: sweep the number of clusters over a range (2..15) and/or a list (2,5,10), "
+                                 "one cluster task per variant and k (variants named <algorithm>[-<init>]-k<k>), "
+                                 f"at most {MAX_CLUSTER_TASKS} in all; evaluate ranks them all (for the "
+                                 "algorithms that take --n-clusters).", (), pattern=K_PATTERN,
+                           show_default="no sweep: --n-clusters")
+    sweep: tuple[dict[str, Any], ...] = _param((), "Choose the algorithm: a list of variant specs, each an "
+                                                    "algorithm with its options and, for those that take "
+                                                    "n_clusters, its k (a JSON list of objects, or the path of a "
+                                                    f"file holding it; {SWEEP_EXAMPLE}). An entry's unset "
+                                                    "options are the run's. Evaluate ranks every variant of "
+                                                    "every entry.", (), entries=SWEEP_OPTIONS,
+                                               show_default="one spec: --algorithm with its options")
     inits: tuple[str, ...] = _param(INITS, "Init strategies; one cluster task per strategy (its --init).", (),
                                     choices=INITS, multiple=True)
     n_init: int = _param(4, "K-Means (and gaussian-mixture) runs with different seeds, the best kept (the pca "
@@ -224,7 +288,58 @@ class PipelineParams:
             if option.choices and not option.multiple and value is not None and value not in option.choices:
                 return f"unknown {option.name} {value!r}: choose from {', '.join(option.choices)}"
         given = {name: getattr(self, name) for name, f in FIELDS.items() if getattr(self, name) != f.default}
-        return algorithm_problem(self.algorithm, given)
+        return algorithm_problem(self.algorithm, given) or self._k_problem() or self._sweep_problem()
+
+    def _sweep_problem(self) -> str | None:
+        """What is wrong with :attr:`sweep`'s entries (each checked as the params it makes), or ``None``."""
+        made: dict[str, int] = {}
+        for number, entry in enumerate(self.sweep, start=1):
+            if not isinstance(entry, Mapping) or "algorithm" not in entry:
+                return f"sweep entry {number}: give an object with an algorithm, {SWEEP_EXAMPLE}"
+            unknown = sorted(set(entry) - set(SWEEP_OPTIONS))
+            if unknown:
+                return f"sweep entry {number}: unknown option {unknown[0]!r}: use {', '.join(SWEEP_OPTIONS)}"
+            try:
+                variants = self._entry(entry).variants
+            except (TypeError, ValueError) as exc:
+                return f"sweep entry {number} ({entry['algorithm']}): {exc}"
+            for variant in variants:
+                if variant in made:
+                    return (f"sweep entries {made[variant]} and {number} both make variant {variant}: give them "
+                            "different k (or inits)")
+                made[variant] = number
+        if len(made) > MAX_CLUSTER_TASKS:
+            return (f"the sweep makes {len(made)} cluster tasks, more than {MAX_CLUSTER_TASKS}: sweep fewer k "
+                    "or fewer entries")
+        return None
+
+    def _entry(self, entry: Mapping[str, Any]) -> PipelineParams:
+        """The params of one :attr:`sweep` entry: these, with the entry's options (JSON lists as tuples)."""
+        options: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
+                                   for name, value in entry.items()}
+        return dataclasses.replace(self, sweep=(), **options)
+
+    @property
+    def _specs(self) -> tuple[PipelineParams, ...]:
+        """The params each cluster variant comes from: each :attr:`sweep` entry's, else these."""
+        return tuple(self._entry(entry) for entry in self.sweep) if self.sweep else (self,)
+
+    def _k_problem(self) -> str | None:
+        if self.k is None:
+            return None
+        if not self.takes("n_clusters"):
+            return f"{self.algorithm} does not take --k: it finds the number of clusters itself; drop --k"
+        if self.n_clusters is not None:
+            return f"k {self.k!r} and n_clusters {self.n_clusters}: give one of them (--k sweeps --n-clusters)"
+        try:
+            ks = parse_k(self.k)
+        except ValueError as exc:
+            return str(exc)
+        tasks = len(self._base_variants) * len(ks)
+        if tasks > MAX_CLUSTER_TASKS:
+            return (f"{len(self._base_variants)} variants x {len(ks)} k = {tasks} cluster tasks, more than "
+                    f"{MAX_CLUSTER_TASKS}: sweep fewer k (e.g. a coarser list) or fewer inits")
+        return None
 
     def takes(self, name: str) -> bool:
         """Whether option ``name`` goes with the algorithm these params fit (the common ones always do)."""
@@ -232,14 +347,40 @@ class PipelineParams:
         return name not in ALGORITHM_SPECIFIC or name in ALGORITHM_OPTIONS[fitted]
 
     @property
-    def variants(self) -> tuple[str, ...]:
-        """The run's cluster variants: the inits for the K-Means family, else one named after the algorithm."""
+    def _base_variants(self) -> tuple[str, ...]:
+        """The inits for the K-Means family, else the algorithm: what :attr:`variants` sweeps k over."""
         return self.inits if self.algorithm in KMEANS_FAMILY else (self.algorithm,)
 
+    @property
+    def _variant_flags(self) -> dict[str, list[str]]:
+        """Each of :attr:`variants` and the cluster flags that make it (its --variant last)."""
+        kmeans = self.algorithm in KMEANS_FAMILY
+        if self.k is None:  # a variant per init (kmeans), else the algorithm's: named as before sweeps
+            return {base: [*([flag("init"), base] if kmeans else []), flag("variant"), base]
+                    for base in self._base_variants}
+        algorithm = resolve_algorithm(self.algorithm, self.minibatch)
+        found = {}
+        for base in self._base_variants:
+            for k in parse_k(self.k):
+                name = f"{algorithm}-{base}-k{k}" if kmeans else f"{algorithm}-k{k}"
+                found[name] = [*([flag("init"), base] if kmeans else []), flag("n_clusters"), str(k),
+                               flag("variant"), name]
+        return found
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The run's cluster variants: per init (K-Means family) or the algorithm, times each --k; of
+        every :attr:`sweep` entry."""
+        return tuple(variant for spec in self._specs for variant in spec._variant_flags)
+
+    def for_variant(self, variant: str) -> PipelineParams:
+        """The params whose cluster flags (:meth:`flags`) make ``variant``: its sweep entry's, else these."""
+        (found,) = [spec for spec in self._specs if variant in spec._variant_flags]
+        return found
+
     def variant_flags(self, variant: str) -> list[str]:
-        """The cluster flags that make one of :attr:`variants`."""
-        init = [flag("init"), variant] if self.algorithm in KMEANS_FAMILY else []
-        return [*init, flag("variant"), variant]
+        """The cluster flags that make one of :attr:`variants`, after :meth:`for_variant`'s :meth:`flags`."""
+        return self.for_variant(variant)._variant_flags[variant]
 
     def flags(self, step: str) -> list[str]:
         """Command-line flags of ``step`` for these params (the cluster init comes per task)."""
@@ -286,7 +427,7 @@ STEP_ONLY = (
            minimum=1),
     Option("rank_by", str, None, "Metric that picks the best variant (inertia: lowest, others: highest).",
            ("evaluate",), pipeline=False, optional=True, choices=RANKABLE,
-           show_default="adjusted_mutual_info with labels, else inertia"),
+           show_default="adjusted_mutual_info with labels, else silhouette (inertia always prefers more clusters)"),
 )
 OPTIONS: Mapping[str, Option] = {**PIPELINE, **{o.name: o for o in STEP_ONLY}}
 # The quality gate's thresholds: flag -> the metric it bounds ("--min-*" lower bounds, "--max-*" upper).

@@ -25,6 +25,11 @@ RENDER_CASES = [
      "try_number": 3, "digest": None},
     {"params": {"dataset": "/srv/points/points.csv", "label_column": "label", "inits": ["k-means++"]},
      "run_id": "nightly-1", "data_source": "/srv/clusterflow", "tag": VERSION, "digest": "sha256:" + "b" * 64},
+    {"params": {"k": "2..4", "inits": ["random"]}, "run_id": "sweep-1", "data_source": "clusterflow-data",
+     "tag": VERSION, "digest": None},  # choosing k: one mapped cluster task per k
+    {"params": {"sweep": [{"algorithm": "kmeans", "k": "2,3", "inits": ["pca"]},
+                          {"algorithm": "dbscan", "min_samples": 10}]},
+     "run_id": "sweep-2", "data_source": "clusterflow-data", "tag": VERSION, "digest": None},
 ]
 
 
@@ -145,8 +150,11 @@ def test_params_are_the_pipeline_params_with_their_defaults_and_help(seen):
 
 
 INVALID_CONFS = [{"inits": ["k-means"]}, {"inits": []}, {"inits": ["pca", "pca"]}, {"n_clusters": 1},
-                 {"n_init": 0}, {"seed": -1}, {"minibatch": "yes"}, {"min_ari": "high"}, {"dataset": ""}]
-VALID_CONFS = [{}, {"n_clusters": 8, "inits": ["random"]}, {"min_ari": 0.5, "max_inertia": 70000}]
+                 {"n_init": 0}, {"seed": -1}, {"minibatch": "yes"}, {"min_ari": "high"}, {"dataset": ""},
+                 {"k": "2-15"}, {"sweep": [{"algorithm": "spectral"}]}, {"sweep": [{"k": "2..5"}]},
+                 {"sweep": [{"algorithm": "birch", "bogus": 1}]}]
+VALID_CONFS = [{}, {"n_clusters": 8, "inits": ["random"]}, {"min_ari": 0.5, "max_inertia": 70000}, {"k": "2..15"},
+               {"sweep": [{"algorithm": "kmeans", "k": "2..15"}, {"algorithm": "hdbscan", "min_cluster_size": 20}]}]
 
 
 def test_the_params_schema_rejects_invalid_confs_before_any_task_runs(seen):
@@ -164,7 +172,7 @@ def test_the_containers_are_what_the_spec_renders(seen, pinned_case):
                                         for k, v in case["params"].items()})
         run_id = spec.safe_run_id(case["run_id"])
         assert rendered["plan"]["run_id"] == run_id
-        assert rendered["plan"]["variants"] == list(params.inits)
+        assert rendered["plan"]["variants"] == list(params.variants)
         mounts = spec.mounts(case["data_source"], params.dataset)
         expected_mounts = [{"Target": m.target, "Source": m.source, "Type": m.kind, "ReadOnly": m.read_only}
                            for m in mounts]

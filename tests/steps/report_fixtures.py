@@ -42,11 +42,13 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
              data: tuple[np.ndarray, np.ndarray | None] | None = None, with_labels: bool = True,
              variants: Sequence[str] = VARIANTS, n_clusters: int | None = None, gate_failures: Sequence[str] = (),
              prepare_params: dict[str, Any] | None = None, metric_overrides: dict[str, dict] | None = None,
-             best: str | None = None) -> RunLayout:
+             best: str | None = None, sweep: Sequence[int] = ()) -> RunLayout:
     """Write a complete prepare → cluster → evaluate run under ``data_root``; return its layout.
 
     ``data`` defaults to the digits for ``dataset="digits"``, else small blobs. ``gate_failures``
     makes evaluate fail its quality gate (exit status 3 in its manifest, as the real step records).
+    ``sweep``: numbers of clusters, one variant ``kmeans-<init>-k<k>`` per init of ``variants`` and k
+    (as ``--k`` names them).
     """
     layout = RunLayout(data_root, run_id)
     if data is None:
@@ -62,12 +64,14 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
         run.results.update(n_samples=len(features), n_features=features.shape[1])
 
     scores: dict[str, dict[str, Any]] = {}
-    for variant in variants:
-        if variant == "pca":
+    fits = [(f"kmeans-{init}-k{n}", init, n) for init in variants for n in sweep] or [(v, v, k) for v in variants]
+    variants = [variant for variant, _, _ in fits]
+    for variant, init, k in fits:
+        if init == "pca":
             kmeans = KMeans(init=PCA(n_components=k).fit(features).components_, n_clusters=k, n_init=1)
         else:
-            kmeans = KMeans(init=variant, n_clusters=k, n_init=4, random_state=0)
-        params = {"init": variant, "n_clusters": k, "n_init": kmeans.n_init, "seed": 0}
+            kmeans = KMeans(init=init, n_clusters=k, n_init=4, random_state=0)
+        params = {"init": init, "n_clusters": k, "n_init": kmeans.n_init, "seed": 0}
         with step_output(layout, "cluster", params, variant=variant) as run:
             run.inputs["features"] = layout.path(contract.FEATURES)
             t0 = time.perf_counter()
@@ -77,7 +81,8 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
             joblib.dump(model, run.out / contract.MODEL.name)
             save_array(run, contract.CLUSTER_LABELS.name, model[-1].labels_)
             save_array(run, contract.CENTERS.name, centers)
-            run.results.update(inertia=float(model[-1].inertia_), fit_seconds=fit_seconds)
+            run.results.update(inertia=float(model[-1].inertia_), fit_seconds=fit_seconds, n_clusters=k,
+                               algorithm="kmeans", init=init)
         predicted = model[-1].labels_
         row = {"inertia": float(model[-1].inertia_), "fit_seconds": fit_seconds,
                "silhouette": float(metrics.silhouette_score(features, predicted, sample_size=300, random_state=0))}
@@ -86,7 +91,7 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
         row.update((metric_overrides or {}).get(variant, {}))
         scores[variant] = row
 
-    ranked_by = "adjusted_mutual_info" if labels is not None else "inertia"
+    ranked_by = "adjusted_mutual_info" if labels is not None else "silhouette"  # as evaluate ranks by default
     if best is None:
         pick = min if ranked_by == "inertia" else max
         best = pick(scores, key=lambda v: scores[v][ranked_by])
@@ -100,7 +105,8 @@ def make_run(data_root: Path, run_id: str = "r1", *, dataset: str = "digits",
                              "thresholds": {"min_ari": 0.99 if gate_failures else None, "min_silhouette": None}},
         })
         if features.shape[1] >= contract.PROJECTION_MIN_FEATURES:  # as the evaluate step does
-            projection.compute(features, k, seed=0).save(run.out / contract.PROJECTION.name)
+            best_k = {variant: n for variant, _, n in fits}[best]
+            projection.compute(features, best_k, seed=0).save(run.out / contract.PROJECTION.name)
         run.results.update(best=best)
         run.exit_status = contract.QUALITY_GATE_EXIT if gate_failures else 0
     return layout

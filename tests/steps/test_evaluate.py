@@ -114,14 +114,17 @@ def test_cli_ranks_by_the_chosen_metric(two_variants):
     assert payload["best"] == min(payload["variants"], key=lambda v: payload["variants"][v]["inertia"])
 
 
-def test_cli_without_labels_ranks_by_inertia(steps, write_npy):
+def test_cli_without_labels_ranks_by_silhouette(steps, write_npy):
+    """Without labels the default is the silhouette (issue 15: inertia always prefers more clusters)."""
     features = np.random.default_rng(1).normal(size=(60, 2))
     steps("prepare", "--dataset", str(write_npy("plain.npy", features)))
     steps("cluster", "--n-clusters", "2", "--variant", "two")
     steps("cluster", "--n-clusters", "5", "--variant", "five")
     steps("evaluate", "--max-inertia", "1e9")
     payload = json.loads(steps.path("evaluate/metrics.json").read_text())
-    assert payload["ranked_by"] == "inertia" and payload["best"] == "five"
+    assert payload["ranked_by"] == "silhouette"
+    assert payload["best"] == max(("two", "five"), key=lambda v: payload["variants"][v]["silhouette"])
+    assert payload["variants"]["five"]["inertia"] < payload["variants"]["two"]["inertia"]  # what inertia would pick
     assert all(payload["variants"][v][k] is None for v in ("two", "five") for k in metrics.LABEL_METRICS)
     assert payload["quality_gate"]["thresholds"] == {"max_inertia": 1e9}
     assert "prepare/labels.npy" not in steps.manifest("evaluate")["inputs"]

@@ -33,7 +33,9 @@ def require_labels(metric: str, option: str, has_labels: bool) -> None:
 
 
 def default_rank_by(has_labels: bool) -> str:
-    return "adjusted_mutual_info" if has_labels else "inertia"
+    """AMI with labels; else the silhouette, not the inertia, which always prefers more clusters
+    (a sweep over k would always pick the largest)."""
+    return "adjusted_mutual_info" if has_labels else "silhouette"
 
 
 def _drawn(labels: np.ndarray, seed: int) -> np.ndarray:

@@ -71,6 +71,9 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
 
     centers, centers_note = _centers(run, n_features)
     k_distance = _k_distance(run)
+    curves = run.k_curves()
+    k_curves = figures.k_curves(curves, run.variants, run.best, str(run.metrics.get("ranked_by") or "")) \
+        if curves else None
 
     heatmap, heatmap_note = None, ""
     if run.true_labels is not None:
@@ -82,7 +85,8 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
     html = page.render(
         run, generated_at=generated_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         decision=decision, decision_note=decision_note, centers=centers, centers_note=centers_note,
-        heatmap=heatmap, heatmap_note=heatmap_note, k_distance=k_distance, report_image=image_record()["name"])
+        heatmap=heatmap, heatmap_note=heatmap_note, k_distance=k_distance, k_curves=k_curves,
+        report_image=image_record()["name"])
     results = {
         "page_bytes": len(html.encode("utf-8")),
         "best": run.best,
@@ -91,7 +95,8 @@ def render_run(run: RunInputs, *, generated_at: str | None = None) -> Report:
         "n_samples": n_samples,
         "n_features": n_features,
         "figures": [name for name, fig in (("decision_regions", decision), ("cluster_centers", centers),
-                                           ("contingency", heatmap), ("k_distance", k_distance)) if fig is not None],
+                                           ("contingency", heatmap), ("k_distance", k_distance),
+                                           ("k_curves", k_curves)) if fig is not None],
         "quality_gate_passed": not run.gate_failed,
         "quality_gate_failures": run.gate_failures if run.gate_failed else [],
     }

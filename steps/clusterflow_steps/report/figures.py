@@ -9,8 +9,9 @@ what evaluate computed (a ``contract.Projection``), and the contingency table is
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -159,6 +160,40 @@ def contingency_heatmap(cluster_labels: np.ndarray, true_labels: np.ndarray, var
                "the labels puts one dark cell in each row.")
     return Figure(_png(fig), f"Heat map of sample counts per cluster and true label for variant {variant}.",
                   caption)
+
+
+# The metric-against-k panels of a sweep, in order: (metric, title); a panel is drawn when any
+# variant of the sweep has that metric.
+K_CURVE_METRICS = (("inertia", "inertia (look for the elbow)"), ("silhouette", "silhouette"),
+                   ("adjusted_mutual_info", "AMI"), ("adjusted_rand", "ARI"))
+
+
+def k_curves(curves: Mapping[str, Sequence[tuple[int, str]]], rows: Mapping[str, Mapping[str, Any]], best: str,
+             ranked_by: str) -> Figure | None:
+    """Each metric against k, a line per curve (algorithm and init), the chosen variant ringed;
+    ``None`` when no variant of the curves has any of the metrics."""
+    swept = {variant for points in curves.values() for _, variant in points}
+    shown = [(m, title) for m, title in K_CURVE_METRICS if any(rows[v].get(m) is not None for v in swept)]
+    if not shown:
+        return None
+    fig = _new_figure((4.2 * len(shown), 4))
+    for i, (metric, title) in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), i + 1)
+        for curve, points in curves.items():
+            defined = [(k, rows[v][metric]) for k, v in points if rows[v].get(metric) is not None]
+            ax.plot([k for k, _ in defined], [value for _, value in defined], marker=".", label=_text(curve))
+            chosen = [(k, rows[best][metric]) for k, v in points if v == best and rows[best].get(metric) is not None]
+            for k, value in chosen:
+                ax.plot([k], [value], marker="o", markersize=12, fillstyle="none", color="#c81e1e", linestyle="",
+                        label=f"chosen: {_text(best)}")
+        ax.set_xlabel("number of clusters k")
+        ax.set_ylabel(metric)
+        ax.set_title(title + (" (ranked by)" if metric == ranked_by else ""))
+        ax.legend(loc="best", fontsize="small")
+    caption = ("Each score against the number of clusters k, a line per algorithm (and init). The inertia "
+               "always falls as k grows: look for the elbow. The silhouette and, with true labels, AMI and ARI "
+               f"peak near a good k. Ringed: the chosen variant, {best}, the best by {ranked_by}.")
+    return Figure(_png(fig), f"Scores against k for {len(swept)} variants; the chosen one is {best}.", caption)
 
 
 MAX_CURVE_POINTS = 2_000  # the k-distance curve is drawn through at most this many of its points

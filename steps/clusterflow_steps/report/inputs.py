@@ -104,6 +104,22 @@ class RunInputs:
         failures = self.gate.get("failures") or []
         return [str(f) for f in failures] if isinstance(failures, list) else [str(failures)]
 
+    def k_curves(self) -> dict[str, list[tuple[int, str]]]:
+        """A sweep over k: per algorithm (and init), its variants by the number of clusters asked
+        for (else found); only the curves of two or more k, so a run without a sweep has none."""
+        found: dict[str, dict[int, str]] = {}
+        for variant in sorted(self.variants):
+            manifest = self.manifests.get(f"cluster/{variant}", {})
+            results, params = manifest.get("results"), manifest.get("params")
+            results, params = (v if isinstance(v, dict) else {} for v in (results, params))
+            k = params.get("n_clusters") or results.get("n_clusters")
+            if not isinstance(k, int) or isinstance(k, bool):
+                continue
+            algorithm = results.get("algorithm") if results.get("algorithm") in ESTIMATORS else KMEANS_FAMILY[0]
+            curve = f"{algorithm} {results['init']}" if results.get("init") else str(algorithm)
+            found.setdefault(curve, {})[k] = variant
+        return {curve: sorted(points.items()) for curve, points in sorted(found.items()) if len(points) > 1}
+
     def ranked_variants(self) -> list[str]:
         """Variants in ranking order: the best first, then as :func:`contract.ranked` orders them by
         ``ranked_by`` (nulls last, then name)."""

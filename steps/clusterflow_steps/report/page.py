@@ -13,6 +13,7 @@ from typing import Any
 
 from clusterflow_steps.contract import ESTIMATORS, KMEANS_FAMILY, NOISE
 from clusterflow_steps.launch import LAPTOP_NOTE, manifest_line
+from clusterflow_steps.params import INITS
 from clusterflow_steps.report.figures import Figure
 from clusterflow_steps.report.formats import COLUMN_TITLES, COLUMNS, NULL, esc, format_metric
 from clusterflow_steps.report.inputs import RunInputs
@@ -104,9 +105,10 @@ def metrics_table(run: RunInputs) -> str:
     note += (f". Formatted as the demo prints its benchmark (time in seconds to 3 decimals, inertia to the "
              f"integer, scores to 3 decimals); {NULL} marks a score that needs true labels the data do not have"
              + (", or that is undefined (below)." if run.undefined else "."))
-    kmeans_only = all(_algorithm(run, v) in KMEANS_FAMILY for v in run.variants)
+    # named by their init (the demo's table), not by algorithm and k (a sweep)
+    by_init = set(run.variants) <= set(INITS) and all(_algorithm(run, v) in KMEANS_FAMILY for v in run.variants)
     return (f'<div class="scroll"><table class="metrics" id="metrics"><thead><tr><th scope="col">'
-            f'{"init" if kmeans_only else "variant"}</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'{"init" if by_init else "variant"}</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
             f'</div><p class="note">{note}</p>{_noise_notes(run)}')
 
 
@@ -187,7 +189,7 @@ def lineage(run: RunInputs) -> str:
 
 def render(run: RunInputs, *, generated_at: str, decision: Figure | None, decision_note: str,
            centers: Figure | None, centers_note: str, heatmap: Figure | None, heatmap_note: str,
-           k_distance: Figure | None, report_image: str | None) -> str:
+           k_distance: Figure | None, k_curves: Figure | None, report_image: str | None) -> str:
     """The whole page as one string."""
     n, d = run.features.shape
     evaluated = run.manifests["evaluate"].get("finished_at")
@@ -219,6 +221,7 @@ def render(run: RunInputs, *, generated_at: str, decision: Figure | None, decisi
         f"<header><h1>{esc(title)} clustering report: run {esc(run.run_id)}</h1>{header}</header>"
         f"{_gate_banner(run)}"
         f'<section id="benchmark"><h2>Benchmark</h2>{metrics_table(run)}</section>'
+        + (section("Choosing k", "k-curves", k_curves, "") if k_curves else "")
         + section("K-means on PCA-reduced data", "decision-regions", decision, decision_note)
         + section("Cluster centers", "centers", centers, centers_note)
         + section("Clusters and true labels", "contingency", heatmap, heatmap_note)
