@@ -44,7 +44,9 @@ class Model:
 
     def scaled(self, rows: np.ndarray) -> np.ndarray:
         """``rows`` as the model's StandardScaler transforms them (float64, as it computes)."""
-        return (np.asarray(rows, dtype=np.float64) - self.mean) / self.scale
+        scaled = np.subtract(rows, self.mean, dtype=np.float64)
+        scaled /= self.scale
+        return scaled
 
     def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each row's cluster (int64) and its distance to that cluster's center (scaled space)."""
@@ -54,7 +56,8 @@ class Model:
             scaled = self.scaled(features[rows])
             found = self._predict(scaled)
             labels[rows] = found
-            distances[rows] = np.sqrt(((scaled - self.centers[found]) ** 2).sum(axis=1))
+            offset = scaled - self.centers[found]
+            distances[rows] = np.sqrt(np.einsum("ij,ij->i", offset, offset))
         return labels, distances
 
     def _predict(self, scaled: np.ndarray) -> np.ndarray:
@@ -86,7 +89,9 @@ class Model:
 
 def _nearest(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Index of each point's nearest center (squared euclidean, expanded as scikit-learn computes it)."""
-    squared = (centers ** 2).sum(axis=1) - 2.0 * points @ centers.T
+    squared = points @ centers.T
+    squared *= -2.0
+    squared += np.einsum("ij,ij->i", centers, centers)
     return np.argmin(squared, axis=1).astype(np.int64)
 
 
