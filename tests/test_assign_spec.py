@@ -39,3 +39,12 @@ def test_assign_refuses_a_bad_run_id_in_one_line(tmp_path):
     result = CliRunner().invoke(cli.main, ["assign", "--data-dir", str(tmp_path), "--model-run", "../x",
                                            "--dataset", "digits"])
     assert result.exit_code == 2 and "invalid run id '../x'" in result.stderr
+
+
+def test_assign_refuses_a_dataset_file_that_is_not_there(tmp_path):
+    (tmp_path / "runs" / "m").mkdir(parents=True)
+    result = CliRunner().invoke(cli.main, ["assign", "--data-dir", str(tmp_path), "--model-run", "m",
+                                           "--dataset", str(tmp_path / "no.npy")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"clusterflow: dataset {str(tmp_path / 'no.npy')!r} is neither digits nor "
+                                     "synthetic nor an existing file: check the path")

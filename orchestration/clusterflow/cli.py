@@ -129,6 +129,10 @@ def assign(data_dir: Path, model_run: str, dataset: str, allow_failed_gate: bool
         click.echo(f"clusterflow: no run {run_id} in {data_dir}: give the --model-run of a finished run "
                    "(and its --data-dir)", err=True)
         sys.exit(2)
+    if dataset not in spec.BUILTIN_DATASETS and not Path(dataset).is_file():  # nothing to mount
+        click.echo(f"clusterflow: dataset {dataset!r} is neither {' nor '.join(spec.BUILTIN_DATASETS)} nor an "
+                   "existing file: check the path", err=True)
+        sys.exit(2)
     try:
         limits = spec.step_limits()
     except ValueError as exc:
