@@ -11,10 +11,10 @@ from typing import Any
 
 import docker
 
-from benchmarks import gate, images, overhead, scale, steps, sweep
+from benchmarks import assign, gate, images, overhead, scale, steps, sweep
 from benchmarks.measure import Table, load, machine, verdict
 
-SECTIONS = ("overhead", "steps", "images", "scale", "gate", "sweep")
+SECTIONS = ("overhead", "steps", "images", "scale", "gate", "sweep", "assign")
 BEGIN, END = "<!-- python -m benchmarks: begin -->", "<!-- python -m benchmarks: end -->"
 MB = 1 << 20
 
@@ -28,6 +28,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="runs per row (default 5; --quick 2)")
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="scale: N samples (default 10000 100000 1000000; --quick 2000 20000)")
+    parser.add_argument("--assign-rows", type=int, default=None,
+                        help=f"assign: rows of the data scored (default {assign.ROWS:,}; --quick 20000)")
     parser.add_argument("--cold-builds", type=int, default=None,
                         help="images: cold builds (default 1; --quick 0), minutes each")
     parser.add_argument("--results", type=Path, default=None,
@@ -37,6 +39,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.sizes = args.sizes or ([2_000, 20_000] if args.quick else [10_000, 100_000, 1_000_000])
+    args.assign_rows = args.assign_rows or (20_000 if args.quick else assign.ROWS)
     args.cold_builds = (0 if args.quick else 1) if args.cold_builds is None else args.cold_builds
     return args
 
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if "sweep" in chosen:
         table, found["sweep"] = sweep.run(args.repeats, sweep.QUICK_KS if args.quick else sweep.KS)
         show(table)
+    if "assign" in chosen:
+        show(assign.run(client, args.repeats, args.assign_rows)[0])
     show(targets(found))
     footer = f"Finished after {(dt.datetime.now(dt.UTC) - started).total_seconds() / 60:.1f} min; " \
              f"load average then: {load()}."

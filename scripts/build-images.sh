@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the clusterflow images: clusterflow/core and clusterflow/base (both from images/base/Dockerfile:
 # core = the venv with numpy and click; base = core + the scikit-learn layer), then
-# clusterflow/{prepare,cluster,evaluate} FROM base and clusterflow/report FROM core (matplotlib, no
+# clusterflow/{prepare,cluster,evaluate,assign} FROM base and clusterflow/report FROM core (matplotlib, no
 # scikit-learn/scipy), each tagged :<VERSION> (from the VERSION file) and :latest.
 #
-#   scripts/build-images.sh                    # all six
+#   scripts/build-images.sh                    # all seven
 #   scripts/build-images.sh --step report      # core (cached) + one step; --step may repeat
 #   scripts/build-images.sh --step base        # only core and base (--step core: only core)
 #   CLUSTERFLOW_BUILDKIT=0 scripts/build-images.sh   # classic builder instead of BuildKit
@@ -27,7 +27,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 log() { printf 'build-images: %s\n' "$*" >&2; }
 
-ALL_STEPS=(prepare cluster evaluate report)
+ALL_STEPS=(prepare cluster evaluate report assign)
 steps=() verbose=0 no_cache=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build core, base and the four step images from the same Dockerfiles as scripts/build-images.sh,
+# Build core, base and the five step images from the same Dockerfiles as scripts/build-images.sh,
 # with buildah instead of the Docker engine, so that the image IDs depend only on the commit and the
 # Python base image: created times and file times are SOURCE_DATE_EPOCH (the commit's time), which
 # the Dockerfiles also get as a build arg (useradd's password-change day); the source label is the
@@ -69,7 +69,7 @@ log "store $store, python base $PYTHON_BASE, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOC
 # the very image core is (same ID), so building core first would lose its tag to that cleanup.
 build base images/base/Dockerfile --build-arg "PYTHON_BASE=$PYTHON_BASE"
 build core images/base/Dockerfile --target core --build-arg "PYTHON_BASE=$PYTHON_BASE"
-for step in prepare cluster evaluate report; do
+for step in prepare cluster evaluate report assign; do
   # report has a Dockerfile of its own (FROM core); the others share images/step (FROM base).
   from=base step_file=(images/step/Dockerfile --build-arg "STEP=$step")
   [ "$step" != report ] || from=core step_file=(images/report/Dockerfile)

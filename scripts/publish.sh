@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Publish the commit's images: build core, base and the four step images reproducibly
+# Publish the commit's images: build core, base and the five step images reproducibly
 # (scripts/build-reproducible.sh), push each to REGISTRY/clusterflow/<name> tagged with the version
 # and the commit, and write the digests file that pins them (clusterflow.pinning validates it).
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check that the image builds are reproducible: build core, base and the four step images of the
+# Check that the image builds are reproducible: build core, base and the five step images of the
 # commit HEAD twice, cold (two empty scratch buildah stores, --no-cache), with
 # scripts/build-reproducible.sh, and compare the image IDs. With --against STORE, build once and
 # compare with the images an earlier build left in STORE (e.g. the store scripts/publish.sh pushed).
@@ -19,7 +19,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 log() { printf 'verify-reproducible: %s\n' "$*" >&2; }
-NAMES=(core base prepare cluster evaluate report)
+NAMES=(core base prepare cluster evaluate report assign)
 
 against='' keep=0
 while [ $# -gt 0 ]; do

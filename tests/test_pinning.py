@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from clusterflow import cli, pinning, spec
 
 REGISTRY = "127.0.0.1:5000"
-NAMES = ("core", "base", "prepare", "cluster", "evaluate", "report")  # what a publish pushes
+NAMES = ("core", "base", "prepare", "cluster", "evaluate", "report", "assign")  # what a publish pushes
 DIGESTS = {name: "sha256:" + f"{i}" * 64 for i, name in enumerate(NAMES, start=1)}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

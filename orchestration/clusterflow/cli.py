@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,13 @@ import click
 import docker
 import docker.errors
 
-from clusterflow_steps.contract import RunId
+from clusterflow_steps.contract import ASSIGN, RunId, RunLayout
 
 from clusterflow import dataroot, engine, pinning, spec
 from clusterflow.reproduce import reproduce_command
 from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 from clusterflow.version import VERSION
-from clusterflow_steps.params import PIPELINE, parse_sweep
+from clusterflow_steps.params import OPTIONS, PIPELINE, parse_sweep
 
 
 def _param_options(command: Any) -> Any:
@@ -86,6 +87,14 @@ def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs:
         limits = spec.step_limits()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    client, images = _engine(spec.STEPS, image_tag, digests)
+    runner = LocalRunner(client, data_dir, limits=limits, jobs=jobs)
+    report = _launched(lambda: runner.run(checked_run_id, pipeline_params, images))
+    click.echo(f"report: {report}")
+
+
+def _engine(steps: tuple[str, ...], image_tag: str, digests: Path | None) -> tuple[docker.DockerClient, pinning.Images]:
+    """The reachable engine and the images of ``steps``, resolved once; exits with one line otherwise."""
     host = os.environ.get("DOCKER_HOST")
     where = f"at DOCKER_HOST={host}" if host else "on the local socket (DOCKER_HOST is unset)"
     try:
@@ -95,13 +104,16 @@ def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs:
         raise click.ClickException(engine.unreachable(where, exc)) from None
     environ = {**os.environ, **({pinning.DIGESTS_ENV: str(digests)} if digests else {})}
     try:
-        images = pinning.resolve(environ, image_tag, pinning.engine_digests(client.api))
+        return client, pinning.resolve(environ, image_tag, pinning.engine_digests(client.api), steps)
     except ValueError as exc:
         click.echo(f"clusterflow: {exc}", err=True)
         sys.exit(2)
-    runner = LocalRunner(client, data_dir, limits=limits, jobs=jobs)
+
+
+def _launched(launch: Callable[[], Path]) -> Path:
+    """What ``launch`` (a runner's run) returns; its failures as the command's one line and exit code."""
     try:
-        report = runner.run(checked_run_id, pipeline_params, images)
+        return launch()
     except PipelineImageMissing as exc:
         raise click.ClickException(str(exc)) from None
     except dataroot.UnsafeDataRoot as exc:
@@ -110,7 +122,43 @@ def run(run_id: str, data_dir: Path, image_tag: str, digests: Path | None, jobs:
     except PipelineFailed as exc:
         click.echo(f"clusterflow: {exc}", err=True)
         sys.exit(exc.exit_code)
-    click.echo(f"report: {report}")
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
+              show_default=True, help="Host directory mounted at /data: the one the model run was run in.")
+@click.option("--model-run", required=True, help="Run id of a finished run: its best variant's model scores the "
+                                                 "data, and the output goes to runs/<run>/assign/.")
+@click.option(OPTIONS["dataset"].flag, "dataset", required=True,
+              help="The data to score: digits, synthetic, or a .csv/.npy/.npz file (mounted read-only).")
+@click.option(OPTIONS["allow_failed_gate"].flag, "allow_failed_gate", is_flag=True,
+              help=OPTIONS["allow_failed_gate"].help)
+@click.option("--image-tag", default=VERSION, show_default=True, help="Tag of the clusterflow/assign image.")
+@click.option("--digests", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Digests file of a publish: run its assign image by digest (overrides ${pinning.DIGESTS_ENV}).")
+def assign(data_dir: Path, model_run: str, dataset: str, allow_failed_gate: bool, image_tag: str,
+           digests: Path | None) -> None:
+    """Assign each row of a dataset to a cluster of a finished run's best model, as a container."""
+    try:
+        run_id = RunId(model_run)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not RunLayout(data_dir, run_id).run_dir.is_dir():
+        click.echo(f"clusterflow: no run {run_id} in {data_dir}: give the --model-run of a finished run "
+                   "(and its --data-dir)", err=True)
+        sys.exit(2)
+    if dataset not in spec.BUILTIN_DATASETS and not Path(dataset).is_file():  # nothing to mount
+        click.echo(f"clusterflow: dataset {dataset!r} is neither {' nor '.join(spec.BUILTIN_DATASETS)} nor an "
+                   "existing file: check the path", err=True)
+        sys.exit(2)
+    try:
+        limits = spec.step_limits()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    client, images = _engine((ASSIGN,), image_tag, digests)
+    runner = LocalRunner(client, data_dir, limits=limits)
+    summary = _launched(lambda: runner.assign(run_id, dataset, images, allow_failed_gate=allow_failed_gate))
+    click.echo(f"assigned: {summary}")
 
 
 main.add_command(reproduce_command, "reproduce")

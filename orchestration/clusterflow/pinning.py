@@ -31,7 +31,7 @@ from clusterflow_steps.launch import DIGEST
 DIGESTS_ENV = "CLUSTERFLOW_DIGESTS"
 REGISTRY_ENV = "CLUSTERFLOW_REGISTRY"
 DIGESTS_FILE = "images/digests.json"  # where publish writes it, relative to the checkout
-PUBLISHED = ("core", "base", *spec.STEPS)  # what a publish pushes, in build order
+PUBLISHED = ("core", "base", *spec.IMAGES)  # what a publish pushes, in build order
 MAX_FILE_BYTES = 64 << 10
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # an image tag, as Docker spells one
 COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -43,7 +43,7 @@ REGISTRY = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9
 # (a local build's tag, a pinned or a pulled image; a host, not a registry path).
 STEP_IMAGE = re.compile(
     r"(?:(?P<host>(?:[a-z0-9-]+\.)+[a-z0-9-]+(?::\d{1,5})?|[a-z0-9-]+:\d{1,5}|localhost)/)?"
-    rf"{re.escape(spec.IMAGE_REPOSITORY)}/(?P<step>{'|'.join(spec.STEPS)})"
+    rf"{re.escape(spec.IMAGE_REPOSITORY)}/(?P<step>{'|'.join(spec.IMAGES)})"
     rf"(?::(?P<tag>{TAG.pattern}))?(?:@(?P<digest>{DIGEST.pattern}))?")
 
 
@@ -70,7 +70,7 @@ def pinned_ref(registry: str, name: str, digest: str) -> str:
 def pinned_step(ref: str, registry: str) -> str | None:
     """The step whose image ``ref`` names by a digest (any one) in ``registry``, or ``None``."""
     digest = pinned_digest(ref)
-    return next((step for step in spec.STEPS if digest and ref == pinned_ref(registry, step, digest)), None)
+    return next((step for step in spec.IMAGES if digest and ref == pinned_ref(registry, step, digest)), None)
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,9 @@ class Images:
         return {"mode": self.mode, "refs": dict(self.refs)}
 
 
-def local(tag: str) -> Images:
+def local(tag: str, steps: tuple[str, ...] = spec.STEPS) -> Images:
     """The local builds ``clusterflow/<step>:<tag>`` (no registry): what a run gets without pins."""
-    return Images(LOCAL, spec.local_images(tag))
+    return Images(LOCAL, spec.local_images(tag, steps))
 
 
 def pinned_digest(ref: str) -> str | None:
@@ -199,9 +199,10 @@ def configured(environ: Mapping[str, str]) -> tuple[Pins | None, str | None]:
     return found, found.registry if found else registry or None
 
 
-def resolve(environ: Mapping[str, str], tag: str,
-            registry_digest: Callable[[str], str] | None = None) -> Images:
-    """The step images of a run, from ``CLUSTERFLOW_DIGESTS`` and/or ``CLUSTERFLOW_REGISTRY``.
+def resolve(environ: Mapping[str, str], tag: str, registry_digest: Callable[[str], str] | None = None,
+            steps: tuple[str, ...] = spec.STEPS) -> Images:
+    """The images of ``steps`` (a training run's; ``(contract.ASSIGN,)`` for scoring new data), from
+    ``CLUSTERFLOW_DIGESTS`` and/or ``CLUSTERFLOW_REGISTRY``.
 
     With only a registry, ``registry_digest(ref)`` (the engine's ``GET /distribution``, which
     knows the registries the engine trusts) turns each ``<registry>/clusterflow/<step>:<tag>``
@@ -209,13 +210,13 @@ def resolve(environ: Mapping[str, str], tag: str,
     """
     found, registry = configured(environ)
     if found:
-        return Images(DIGESTS, {step: found.ref(step) for step in spec.STEPS})
+        return Images(DIGESTS, {step: found.ref(step) for step in steps})
     if not registry:
-        return local(tag)
+        return local(tag, steps)
     if registry_digest is None:
         raise ValueError(f"{REGISTRY_ENV}={registry}: resolving its tags needs a Docker engine")
     refs = {}
-    for step in spec.STEPS:
+    for step in steps:
         tagged = f"{repository(registry, step)}:{tag}"
         digest = registry_digest(tagged)
         if not isinstance(digest, str) or not DIGEST.fullmatch(digest):

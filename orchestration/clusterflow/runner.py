@@ -23,7 +23,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
-from clusterflow_steps.contract import RunId, RunLayout, cache_hit_line
+from clusterflow_steps.contract import ASSIGN, RunId, RunLayout, cache_hit_line
 
 from clusterflow import dataroot, engine, pinning, spec
 from clusterflow.engine import PipelineImageMissing
@@ -136,6 +136,21 @@ class LocalRunner:
             raise gate_failure
         (result,) = [t.role.result for t in tasks if t.role.result]
         return RunLayout(self.data_dir, run_id).path(result)
+
+    def assign(self, run_id: RunId, dataset: str, images: pinning.Images, *, allow_failed_gate: bool = False) -> Path:
+        """Score ``dataset`` with the best model of the finished run ``run_id`` (:func:`spec.assign_task`,
+        then its cache commit); return its summary or raise :class:`PipelineFailed`."""
+        task = spec.assign_task(run_id, dataset, images.refs[ASSIGN], allow_failed_gate=allow_failed_gate)
+        digest = self.ensure_image(task.image)
+        self._stopping.clear()
+        self.data_dir = self.data_dir.resolve()
+        dataroot.prepare_run_dir(self.data_dir, run_id)
+        mounts = {commit: spec.mounts(str(self.data_dir), dataset, commit=commit) for commit in (False, True)}
+        (code,) = self._run_stage([task], run_id, mounts, {task.image: digest})
+        if code:
+            raise PipelineFailed(task, code)
+        assert task.role.result is not None
+        return RunLayout(self.data_dir, run_id).path(task.role.result)
 
     def _run_stage(self, tasks: list[spec.Task], run_id: RunId, mounts: dict[bool, list[spec.Mount]],
                    digests: dict[str, str]) -> list[int]:

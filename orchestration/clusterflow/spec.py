@@ -17,6 +17,8 @@ from pathlib import Path
 from clusterflow_steps.contract import (CENTERS, CLUSTER_LABELS, FEATURES, IMAGE_DIGEST_ENV, IMAGE_ENV, LABELS, METRICS,
                                         MODEL, MODEL_ARRAYS, PROJECTION, QUALITY_GATE_EXIT, REPORT, RUN_ID, STEPS,
                                         VARIANT, Artifact, RunId)
+from clusterflow_steps.contract import ASSIGN, ASSIGN_SUMMARY, ASSIGNMENTS
+from clusterflow_steps.contract import IMAGES as IMAGES
 from clusterflow_steps.launch import CACHE_MOUNT, DATA_MOUNT, INPUT_MOUNT
 from clusterflow_steps.launch import CONTAINER_POLICY as CONTAINER_POLICY
 from clusterflow_steps.launch import STEP_GID as STEP_GID
@@ -127,6 +129,8 @@ ROLES = {
     "evaluate": Role((METRICS, PROJECTION), gate_exit_code=QUALITY_GATE_EXIT, prints_summary=True),
     "report": Role((REPORT,), runs_after_gate_failure=True, commits_cache=False, result=REPORT),
 }
+# Every step image's role: the training stages' and assign's (a task of its own, see :func:`assign_task`).
+IMAGE_ROLES = {**ROLES, ASSIGN: Role((ASSIGNMENTS, ASSIGN_SUMMARY), result=ASSIGN_SUMMARY)}
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class Task:
 
     @property
     def role(self) -> Role:
-        return ROLES[self.step]
+        return IMAGE_ROLES[self.step]
 
     @property
     def name(self) -> str:
@@ -171,9 +175,9 @@ def image_ref(step: str, tag: str) -> str:
     return f"{IMAGE_REPOSITORY}/{step}:{tag}"
 
 
-def local_images(tag: str) -> dict[str, str]:
-    """Every step's local image (no registry): what :func:`stages` gets without pins."""
-    return {step: image_ref(step, tag) for step in STEPS}
+def local_images(tag: str, steps: tuple[str, ...] = STEPS) -> dict[str, str]:
+    """The local images of ``steps`` (no registry): what :func:`stages` gets without pins."""
+    return {step: image_ref(step, tag) for step in steps}
 
 
 def dataset_in_container(dataset: str) -> str:
@@ -215,6 +219,15 @@ def command(step: str, run_id: RunId, params: PipelineParams, variant: str | Non
     if variant is not None and ROLES[step].per_variant:
         args += params.variant_flags(variant)
     return tuple(args)
+
+
+def assign_task(run_id: RunId, dataset: str, image: str, *, allow_failed_gate: bool = False) -> Task:
+    """The container that scores ``dataset`` with the best model of the finished run ``run_id``,
+    writing into that run (``runs/<run_id>/assign/``); mount it with :func:`mounts` of ``dataset``."""
+    args = [RUN_ID_FLAG, run_id, OPTIONS["dataset"].flag, dataset_in_container(dataset)]
+    if allow_failed_gate:
+        args.append(OPTIONS["allow_failed_gate"].flag)
+    return Task(ASSIGN, image, tuple(args))
 
 
 def stages(run_id: RunId, params: PipelineParams, images: typing.Mapping[str, str]) -> list[list[Task]]:

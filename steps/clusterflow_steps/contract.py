@@ -6,6 +6,7 @@ Layout under the data root (``/data`` in every container)::
     runs/<run_id>/cluster/<variant>/{model.joblib,model.npz,labels.npy,centers.npy,k_distance.npy,manifest.json}
     runs/<run_id>/evaluate/{metrics.json,projection.npz,manifest.json}
     runs/<run_id>/report/{report.html,manifest.json}
+    runs/<run_id>/assign/{assignments.npy,summary.json,manifest.json}   new data scored by the run's model
     cache/                      the step cache store (clusterflow_steps.cache)
 
 Pure standard library (numpy only inside :class:`Projection`'s save and load): the step images,
@@ -26,7 +27,11 @@ if TYPE_CHECKING:  # numpy only for the annotations: the orchestration and the U
     import numpy as np
     from numpy.typing import NDArray
 
-STEPS = ("prepare", "cluster", "evaluate", "report")
+STEPS = ("prepare", "cluster", "evaluate", "report")  # the training pipeline's stages, in order
+# The step that scores new data with a finished run's best model: an image of its own, no stage of
+# the training pipeline. IMAGES: every step image (what is built, published and admitted).
+ASSIGN = "assign"
+IMAGES = (*STEPS, ASSIGN)
 RUNS = "runs"  # <data root>/runs/<run_id>/
 CACHE = "cache"  # <data root>/cache/: the step cache store, its own mount (clusterflow_steps.launch)
 MANIFEST = "manifest.json"  # in every step's output folder
@@ -177,6 +182,10 @@ def projection_clusters(n_clusters: int, n_fitted: int) -> int:
     return max(1, min(n_clusters, n_fitted))
 
 REPORT = Artifact("report", "report.html")
+# A new dataset scored by the best variant's MODEL_ARRAYS: each row's cluster (int64), and the summary
+# (the model it came from, counts per cluster, the distance to the assigned center).
+ASSIGNMENTS = Artifact(ASSIGN, "assignments.npy")
+ASSIGN_SUMMARY = Artifact(ASSIGN, "summary.json")
 # How metrics.json's scores rank: lower is better for these, higher for every other one.
 LOWER_IS_BETTER = frozenset({"inertia", "fit_seconds"})
 

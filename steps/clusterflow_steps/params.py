@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterflow_steps.contract import ALGORITHMS, ENV_PREFIX, KMEANS_FAMILY, NO_CACHE_ENV, STEPS
+from clusterflow_steps.contract import ALGORITHMS, ASSIGN, ENV_PREFIX, KMEANS_FAMILY, NO_CACHE_ENV, STEPS
 
 INITS = ("k-means++", "random", "pca")
 DEFAULT_ALGORITHM = KMEANS_FAMILY[0]
@@ -209,9 +209,9 @@ class PipelineParams:
 
     dataset: str = _param("digits", "digits (load_digits), synthetic (Gaussian blobs) or the path of a .csv "
                                     "(header row), .npy (2-D features) or .npz (array X, optional y) file.",
-                          ("prepare",))
+                          ("prepare", ASSIGN))
     label_column: str | None = _param(None, ".csv only: the column holding true labels (default: the data "
-                                            "have no labels).", ("prepare",))
+                                            "have no labels).", ("prepare", ASSIGN))
     n_samples: int = _param(10_000, "synthetic: number of samples.", ("prepare",), when=_synthetic, minimum=2)
     n_features: int = _param(64, "synthetic: number of features.", ("prepare",), when=_synthetic, minimum=1)
     n_centers: int = _param(10, "synthetic: number of blob centers (= distinct labels).", ("prepare",),
@@ -415,10 +415,10 @@ PIPELINE: Mapping[str, Option] = {name: _pipeline_option(f, _HINTS[name]) for na
 
 STEP_ONLY = (
     Option("max_input_bytes", int, None, "Input files: the most bytes their arrays may take in memory, checked "
-           "before they are read (a CSV line may hold a fixed share of it in characters).", ("prepare",),
+           "before they are read (a CSV line may hold a fixed share of it in characters).", ("prepare", ASSIGN),
            pipeline=False, minimum=1),  # the default depends on the container's memory: prepare sets it
     Option("max_csv_cell_chars", int, None, ".csv only: the most characters in one cell (header names and labels "
-           "included).", ("prepare",), pipeline=False, minimum=1),  # default: prepare's limits
+           "included).", ("prepare", ASSIGN), pipeline=False, minimum=1),  # default: prepare's limits
     Option("init", str, INITS[0], "k-means++ or random (seeded, --n-init runs), or pca: the components of a PCA "
            "of the unscaled data as initial centers, one run.", ("cluster",), pipeline=False, choices=INITS),
     Option("variant", str, None, "Output name under cluster/.", ("cluster",), pipeline=False, optional=True,
@@ -428,6 +428,8 @@ STEP_ONLY = (
     Option("rank_by", str, None, "Metric that picks the best variant (inertia: lowest, others: highest).",
            ("evaluate",), pipeline=False, optional=True, choices=RANKABLE,
            show_default="adjusted_mutual_info with labels, else silhouette (inertia always prefers more clusters)"),
+    Option("allow_failed_gate", bool, False, "Score with the run's best model even though it failed the run's "
+           "quality gate.", (ASSIGN,), pipeline=False),
 )
 OPTIONS: Mapping[str, Option] = {**PIPELINE, **{o.name: o for o in STEP_ONLY}}
 # The quality gate's thresholds: flag -> the metric it bounds ("--min-*" lower bounds, "--max-*" upper).

@@ -34,7 +34,7 @@ RENDER_CASES = [
 
 
 REGISTRY = "127.0.0.1:5000"
-PUBLISHED = {name: "sha256:" + f"{i:x}" * 64 for i, name in enumerate(("core", "base", *spec.STEPS), start=1)}
+PUBLISHED = {name: "sha256:" + f"{i:x}" * 64 for i, name in enumerate(("core", "base", *spec.IMAGES), start=1)}
 
 
 def digests_file(path, registry=REGISTRY):

@@ -19,7 +19,7 @@ def docker(cli: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([cli, *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("step", spec.STEPS)
+@pytest.mark.parametrize("step", spec.IMAGES)
 def test_each_step_image_is_its_cli_run_as_non_root(docker_cli, step):
     result = docker(docker_cli, "run", "--rm", image(step), "--help")
     assert result.returncode == 0, result.stderr
@@ -33,7 +33,7 @@ def test_each_step_image_is_its_cli_run_as_non_root(docker_cli, step):
 ML_PACKAGES = ("sklearn", "scipy", "joblib", "threadpoolctl", "narwhals", "cloudpickle")
 
 
-@pytest.mark.parametrize("step", spec.STEPS)
+@pytest.mark.parametrize("step", spec.IMAGES)
 def test_only_the_report_image_has_matplotlib_and_none_has_pip(docker_cli, step):
     probe = ("import importlib.util as u; "
              "print(bool(u.find_spec('matplotlib')), bool(u.find_spec('pip')), bool(u.find_spec('sklearn')))")
@@ -42,7 +42,7 @@ def test_only_the_report_image_has_matplotlib_and_none_has_pip(docker_cli, step)
     assert result.stdout.split() == [str(step == "report"), "False", str(step != "report")]
 
 
-@pytest.mark.parametrize("step", spec.STEPS)
+@pytest.mark.parametrize("step", spec.IMAGES)
 def test_the_report_image_has_no_scikit_learn_layer_and_the_others_have_all_of_it(docker_cli, step):
     probe = f"import importlib.util as u; print(sorted(m for m in {ML_PACKAGES!r} if u.find_spec(m)))"
     result = docker(docker_cli, "run", "--rm", "--entrypoint", "python", image(step), "-c", probe)
@@ -55,17 +55,17 @@ def layers(docker_cli: str, ref: str) -> list[str]:
 
 
 def test_every_step_image_shares_the_core_layers_and_three_share_the_scikit_learn_layer(docker_cli):
-    """clusterflow/core (python, numpy, click) is the bottom of all four; clusterflow/base (core + the
-    scikit-learn layer) of prepare, cluster and evaluate; so numpy's layer is stored once."""
+    """clusterflow/core (python, numpy, click) is the bottom of all five; clusterflow/base (core + the
+    scikit-learn layer) of prepare, cluster, evaluate and assign; so numpy's layer is stored once."""
     core, base = layers(docker_cli, f"clusterflow/core:{VERSION}"), layers(docker_cli, f"clusterflow/base:{VERSION}")
     assert base[:len(core)] == core and len(base) > len(core)
-    for step in spec.STEPS:
+    for step in spec.IMAGES:
         own = layers(docker_cli, image(step))
         assert own[:len(core)] == core, step
         assert (own[:len(base)] == base) == (step != "report"), step
 
 
-@pytest.mark.parametrize("step", spec.STEPS)
+@pytest.mark.parametrize("step", spec.IMAGES)
 def test_installed_packages_are_sourceless_bytecode_and_our_code_keeps_its_sources(docker_cli, step):
     """images/base/slim-packages.sh left .pyc beside each module of site-packages, no .py, no __pycache__;
     the .pyc name their files as they are at run time (/opt/venv, not a staging directory)."""

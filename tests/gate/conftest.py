@@ -83,7 +83,7 @@ def gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Pa
 REGISTRY = "127.0.0.1:5000"
 # A publish's digests, stated here by hand (not by the code under test)
 PUBLISHED = {name: "sha256:" + f"{i}" * 64 for i, name in
-             enumerate(("core", "base", "prepare", "cluster", "evaluate", "report"), start=1)}
+             enumerate(("core", "base", "prepare", "cluster", "evaluate", "report", "assign"), start=1)}
 PINNED_PREPARE = f"{REGISTRY}/clusterflow/prepare@{PUBLISHED['prepare']}"
 
 

@@ -175,7 +175,7 @@ def test_a_gate_with_pins_reads_its_digests_file_once_at_start(tmp_path: Path) -
         name: f"{REGISTRY}/clusterflow/{name}@{digest}" for name, digest in PUBLISHED.items()}}))
     settings = config.from_env({config.DATA_SOURCE_ENV: "v", pinning.DIGESTS_ENV: str(path)}).settings
     path.unlink()  # a later change of the file does not change a running gate
-    assert settings.pins == {step: f"{REGISTRY}/clusterflow/{step}@{PUBLISHED[step]}" for step in spec.STEPS}
+    assert settings.pins == {step: f"{REGISTRY}/clusterflow/{step}@{PUBLISHED[step]}" for step in spec.IMAGES}
     assert settings.registry == REGISTRY
 
 

@@ -48,7 +48,7 @@ def from_env(env: typing.Mapping[str, str] | None = None) -> GateConfig:
     settings = Settings(source, spec.cache_source(source, env), spec.step_limits(env),
                         (env.get(IMAGE_TAG_ENV) or "").strip() or None,
                         tuple(os.path.realpath(d) for d in given),
-                        {step: pins.ref(step) for step in spec.STEPS} if pins else None, registry)
+                        {step: pins.ref(step) for step in spec.IMAGES} if pins else None, registry)
     return GateConfig(settings, host, int(port), env.get(SOCKET_ENV) or DEFAULT_SOCKET)
 
 

@@ -183,7 +183,7 @@ def distribution(found: Route, settings: Settings) -> str:
         raise Refusal("GET /distribution: only with CLUSTERFLOW_REGISTRY and no digests file "
                       "(the pins are the digests)")
     repo, _, tag = name.rpartition(":")
-    if not any(repo == pinning.repository(settings.registry, step) for step in spec.STEPS) \
+    if not any(repo == pinning.repository(settings.registry, step) for step in spec.IMAGES) \
             or not pinning.TAG.fullmatch(tag) \
             or settings.image_tag and tag != settings.image_tag:
         raise Refusal(f"GET /distribution of {name!r}: only {settings.registry}/clusterflow/<step>:"
