@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-CGROUP = Path("/sys/fs/cgroup")
+from clusterflow_steps.cgroup import CGROUP
+
 # Below this many matrix elements per thread, a second thread costs more than it saves.
 ELEMENTS_PER_THREAD = 2_000_000
 

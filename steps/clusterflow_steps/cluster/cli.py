@@ -26,7 +26,7 @@ from clusterflow_steps.contract import (
     RunLayout,
 )
 from clusterflow_steps.params import ALGORITHM_OPTIONS, algorithm_problem, resolve_algorithm
-from clusterflow_steps.prepare.limits import memory_limit
+from clusterflow_steps.cgroup import memory_limit
 from clusterflow_steps.progress import Progress
 
 # What the manifest records as params besides the algorithm's options (kmeans: exactly as before

@@ -25,7 +25,7 @@ import numpy as np
 
 from clusterflow_steps.artifacts import UserError
 from clusterflow_steps.params import OPTIONS, Option
-from clusterflow_steps.threads import CGROUP
+from clusterflow_steps.cgroup import CGROUP, memory_limit
 
 INPUT_BYTES, CELL_CHARS = OPTIONS["max_input_bytes"], OPTIONS["max_csv_cell_chars"]
 INPUT_BYTES_OPTION, CELL_CHARS_OPTION = INPUT_BYTES.flag, CELL_CHARS.flag
@@ -33,7 +33,6 @@ FALLBACK_INPUT_BYTES = 1 << 30  # without a cgroup memory limit
 # The loaded data, its float64 copy, numpy's parse buffers and the written file share the step's
 # memory: a quarter of it keeps them inside together.
 MEMORY_SHARE = 4
-UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 DEFAULT_CELL_CHARS = 1000
 # A CSV line of N characters parses into Python strings of about 50 bytes each, for cells as short
 # as 2 characters and a comma: N // 32 keeps one line's cells well inside the byte budget.
@@ -51,22 +50,8 @@ def how_to_raise(option: Option) -> str:
     return f"raise {option.flag} (or {option.envvar})"
 
 
-def memory_limit(cgroup: Path | None = None) -> int | None:
-    """This process's cgroup memory limit in bytes (v2 ``memory.max``, else v1), ``None`` if unlimited."""
-    cgroup = cgroup or CGROUP
-    for path in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < UNLIMITED:
-            return int(text)
-        return None
-    return None
-
-
 def default_input_bytes(cgroup: Path | None = None) -> int:
-    memory = memory_limit(cgroup)
+    memory = memory_limit(cgroup or CGROUP)
     return FALLBACK_INPUT_BYTES if memory is None else max(1, memory // MEMORY_SHARE)
 
 
