@@ -46,6 +46,18 @@ class Inbox:
         assert len(self.messages) >= count, f"{len(self.messages)} of {count} messages arrived in {timeout:.0f} s"
         return self.messages[:count]
 
+    def about(self, run_id: str, timeout: float = 180) -> list[EmailMessage]:
+        """The messages whose subject names Airflow run ``run_id``, once one has arrived (others, such
+        as the scheduler's own run after an unpause, are left aside)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in list(self.messages) if run_id in str(m["Subject"])]
+            if found:
+                return found
+            time.sleep(0.5)
+        raise AssertionError(f"no message about {run_id} arrived in {timeout:.0f} s: "
+                             f"{[m['Subject'] for m in self.messages]}")
+
     def connection(self, **extra: Any) -> dict[str, Any]:
         """An Airflow smtp connection to this server (plain SMTP: no SSL, no STARTTLS, no retries)."""
         return {"conn_type": "smtp", "host": self.host, "port": self.port,
