@@ -18,6 +18,7 @@ import docker.utils
 from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.providers.docker.operators.docker_swarm import DockerSwarmOperator
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from docker.types import Mount as DockerMount
 from docker.types import Resources as SwarmResources
@@ -29,6 +30,7 @@ from clusterflow.plan import Plan, render_container
 from clusterflow.version import VERSION
 
 GATE_XCOM = "quality_gate"
+XCOM_RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 PLAN_XCOM = "plan"
 PLAN_TASK = "plan"
 # How step containers are launched: "docker" (a container on the engine, DockerOperator) or
@@ -152,6 +154,8 @@ class StepOperator(DockerOperator):
         except DockerContainerFailedSkipException as exc:  # the role's gate exit code: the quality gate
             reason = _gate_reason(exc.logs or [])
             context["ti"].xcom_push(GATE_XCOM, {"passed": False, "reason": reason})
+            if task.role.prints_summary:  # printed before the breach: the email and the Assets need it
+                context["ti"].xcom_push(XCOM_RETURN_KEY, _summary(exc.logs or []))
             self.commit(plan, task, context, digest)  # its metrics are kept, so they are cached too
             raise AirflowFailException(f"quality gate failed (exit {task.role.gate_exit_code}): {reason}") from None
         self.commit(plan, task, context, digest)
@@ -282,6 +286,6 @@ def _gate_reason(lines: list[str | bytes]) -> str:
     """The quality gate's reason: the step's last log line that names it, else its last line."""
     texts = [line.decode() if isinstance(line, bytes) else line for line in lines]
     for text in reversed(texts):
-        if "quality gate" in text.lower():
+        if "quality gate" in text.lower() and _summary(text) is None:
             return text.strip()
     return texts[-1].strip() if texts else "(the step printed no reason)"

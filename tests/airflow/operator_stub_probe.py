@@ -17,6 +17,7 @@ from clusterflow.plan import render_plan
 
 MARKER = "OPERATOR-PROBE-JSON: "
 GATE_LINE = "Error: quality gate failed for best variant pca"
+GATE_SUMMARY = json.dumps({"best": "pca", "quality_gate": {"passed": False}})
 PLAN = render_plan({"inits": ["pca"]}, "r1", "/srv/d", pinning.local("t"), spec.StepLimits(1 << 30, 1.0)).to_xcom()
 
 
@@ -43,7 +44,7 @@ def execute(step: str, variant: str | None = None, lines: list[str] | None = Non
         command = list(operator.command or [])
         launched.append(command)
         if gate and spec.COMMIT_CACHE_FLAG not in command:
-            raise DockerContainerFailedSkipException("exit 3", logs=["scoring", GATE_LINE])
+            raise DockerContainerFailedSkipException("exit 3", logs=["scoring", GATE_SUMMARY, GATE_LINE])
         return lines
 
     operator.launch = launch  # type: ignore[method-assign]

@@ -51,6 +51,7 @@ def test_a_gate_breach_fails_evaluate_with_its_reason_and_still_commits_its_metr
     assert gated["pushed"]["evaluate/quality_gate"] == {"passed": False,
                                                         "reason": "Error: quality gate failed for best variant pca"}
     assert len(gated["launched"]) == 2
+    assert gated["pushed"]["evaluate/return_value"] == {"best": "pca", "quality_gate": {"passed": False}}
 
 
 def test_the_report_runs_after_a_verdict_and_returns_its_path_else_skips(seen):
