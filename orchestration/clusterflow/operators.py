@@ -181,10 +181,12 @@ class StepOperator(DockerOperator):
         variant's fit; a later step (report) the run's metrics, so those describe evaluate's."""
         if not self.outlets:
             return
-        if task.role.gate_exit_code is None:
+        if task.role.gate_exit_code is None:  # a later step: it documents the gated step's metrics
             summary = context["ti"].xcom_pull(task_ids=_gated(plan).name, key=XCOM_RETURN_KEY)
-        best = (summary or {}).get("best")
-        produced = _gated(plan) if task.role.gate_exit_code is None else _variant_task(plan, best)
+            produced = _gated(plan)
+        else:  # the gated step: it chose the model, the best variant's fit
+            best = (summary or {}).get("best")
+            produced = _variant_task(plan, best) if best else task
         extra = lineage.event_extra(
             run_id=plan.run_id, airflow_run_id=plan.airflow_run_id, data_source=plan.data_source, summary=summary,
             image=produced.image, image_digest=self.image_digest(produced.image),
