@@ -209,3 +209,14 @@ def standalone_airflow(home: Path, data: Path, **extra_env: str) -> Iterator[Air
         yield airflow
     finally:
         airflow.stop()
+
+
+def stub_probe(airflow_venv: Path, probe: Path, marker: str) -> dict[str, Any]:
+    """What a stub probe (a script run in the Airflow venv, no Docker engine, no Airflow or clusterflow
+    settings from this environment) printed on its last ``marker`` line, as JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLUSTERFLOW"))}
+    done = subprocess.run([str(airflow_venv / "bin" / "python"), str(probe)], env={**env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(marker)]
+    assert done.returncode == 0 and lines, done.stderr[-4000:]
+    return json.loads(lines[-1][len(marker):])

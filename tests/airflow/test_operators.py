@@ -3,16 +3,13 @@ each step returns, pushes and commits is its spec.Role (see operator_stub_probe.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clusterflow import spec
-from tests.airflow.conftest import REPO
+from tests.airflow.conftest import stub_probe
 
 PROBE = Path(__file__).with_name("operator_stub_probe.py")
 MARKER = "OPERATOR-PROBE-JSON: "
@@ -20,12 +17,7 @@ MARKER = "OPERATOR-PROBE-JSON: "
 
 @pytest.fixture(scope="module")
 def seen(airflow_venv: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLUSTERFLOW"))}
-    done = subprocess.run([str(airflow_venv / "bin" / "python"), str(PROBE)], env={**env, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=120)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
-    assert done.returncode == 0 and lines, done.stderr[-4000:]
-    return json.loads(lines[-1][len(MARKER):])
+    return stub_probe(airflow_venv, PROBE, MARKER)
 
 
 def test_every_step_but_the_report_launches_its_container_then_its_cache_commit(seen):
