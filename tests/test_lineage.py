@@ -50,3 +50,12 @@ def test_a_missing_host_dataset_is_refused_in_one_line(tmp_path):
     assert lineage.dataset_problem("/data/inputs/x.csv") is None  # on the data root: the step checks it
     problem = lineage.dataset_problem(str(tmp_path / "gone.csv"))
     assert problem is not None and problem.startswith(f"dataset '{tmp_path / 'gone.csv'}' is missing")
+
+
+def test_an_event_extra_holds_plain_strings_even_for_a_run_id_type():
+    """Airflow serialises an Asset event's extra with msgpack, which refuses str subclasses (RunId)."""
+    from clusterflow_steps.contract import RunId
+
+    found = lineage.event_extra(run_id=RunId("r1"), airflow_run_id="manual__x", data_source="/srv/d", summary=None,
+                                image="clusterflow/evaluate:0.1.0", image_digest=None, cache_key=None)
+    assert type(found["run_id"]) is str and found["run_id"] == "r1"

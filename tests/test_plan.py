@@ -80,3 +80,24 @@ def test_every_step_has_a_role_and_only_evaluate_gates_and_only_report_runs_afte
     task = rendered().task("evaluate")
     assert task.keeps_outputs(0) and task.keeps_outputs(spec.QUALITY_GATE_EXIT) and not task.keeps_outputs(1)
     assert not rendered().task("report").keeps_outputs(spec.QUALITY_GATE_EXIT)
+
+
+def test_a_scoring_plan_survives_its_xcom_form_with_the_assign_image_alone():
+    """The scoring DAG's plan launches assign only: its XCom records that one image, and reads back."""
+    from clusterflow_steps.contract import ASSIGN, RunId
+
+    images = pinning.local("1.2.3", (ASSIGN,))
+    source = "/srv/clusterflow"
+    found = plan.Plan(run_id=RunId("r1"), airflow_run_id=AIRFLOW_RUN_ID, params=spec.PipelineParams(),
+                      data_source=source, images=images, limits=LIMITS,
+                      tasks=(spec.assign_task(RunId("r1"), "digits", images.refs[ASSIGN]),),
+                      mounts=tuple(spec.mounts(source)), commit_mounts=tuple(spec.mounts(source, commit=True)))
+    xcom = json.loads(json.dumps(found.to_xcom()))
+    assert plan.Plan.from_xcom(xcom) == found
+
+
+def test_a_training_plan_whose_images_lack_a_step_is_refused():
+    xcom = json.loads(json.dumps(rendered().to_xcom()))
+    del xcom["images"]["refs"]["report"]
+    with pytest.raises(ValueError, match="not a record of resolved step images"):
+        plan.Plan.from_xcom(xcom)

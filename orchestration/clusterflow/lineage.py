@@ -38,7 +38,8 @@ def event_extra(*, run_id: str, airflow_run_id: str, data_source: str, summary: 
     that wrote the Asset's files (JSON-able, as Airflow stores it)."""
     found = summary or {}
     gate = found.get("quality_gate")
-    return {"run_id": run_id, "airflow_run_id": airflow_run_id, "data_source": data_source,
+    # plain str: Airflow serialises extra with msgpack, which refuses str subclasses such as RunId
+    return {"run_id": str(run_id), "airflow_run_id": str(airflow_run_id), "data_source": str(data_source),
             "best": found.get("best"), "ranked_by": found.get("ranked_by"), "metrics": found.get("metrics"),
             "quality_gate_passed": gate.get("passed") if isinstance(gate, Mapping) else None,
             "image": image, "image_digest": image_digest, "cache_key": cache_key}

@@ -175,10 +175,11 @@ def pinned_digest(ref: str) -> str | None:
     return digest if at and DIGEST.fullmatch(digest) else None
 
 
-def from_json(found: Mapping[str, Any]) -> Images:
-    """:meth:`Images.as_json` back (a plan's record); ValueError when it is not one."""
+def from_json(found: Mapping[str, Any], steps: tuple[str, ...] = spec.STEPS) -> Images:
+    """:meth:`Images.as_json` back (a plan's record of the images of ``steps``, no more, no fewer);
+    ValueError when it is not one."""
     mode, refs = found.get("mode"), found.get("refs")
-    if mode not in (LOCAL, DIGESTS, REGISTRY_ONLY) or not isinstance(refs, dict) or set(refs) != set(spec.STEPS) \
+    if mode not in (LOCAL, DIGESTS, REGISTRY_ONLY) or not isinstance(refs, dict) or set(refs) != set(steps) \
             or mode != LOCAL and not all(isinstance(r, str) and pinned_digest(r) for r in refs.values()):
         raise ValueError(f"images {dict(found)!r}: not a record of resolved step images")
     return Images(mode, dict(refs))

@@ -65,7 +65,8 @@ class Plan:
             airflow_run_id=found["airflow_run_id"],
             params=pipeline_params(found["params"]),
             data_source=found["data_source"],
-            images=pinning.from_json(found["images"]),
+            # the images of exactly the steps the plan launches (the training steps, or assign alone)
+            images=pinning.from_json(found["images"], tuple(dict.fromkeys(t["step"] for t in found["tasks"].values()))),
             limits=spec.StepLimits(limits["mem_limit"], limits["nano_cpus"] / 1e9),
             tasks=tuple(spec.Task(t["step"], t["image"], tuple(t["command"]), t["variant"])
                         for t in found["tasks"].values()),
