@@ -16,7 +16,7 @@ help:
 	@echo "make lint   - ruff, mypy, shellcheck and hadolint over the Python, the scripts and the Dockerfiles"
 	@echo "make images - (re)build the base and step images"
 	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
-	@echo "make publish REGISTRY=host:port - build reproducibly, push the six images, write images/digests.json"
+	@echo "make publish REGISTRY=host:port - build reproducibly, push the seven images, write images/digests.json"
 	@echo "make bench  - the benchmark harness (about 25 min; BENCH_ARGS=--quick for a smoke run)"
 	@echo "make airflow            - install Airflow 3.3.2 + the docker provider into $(AIRFLOW_VENV)"
 	@echo "make airflow-standalone - run the embedded Airflow (UI/API on :8080) with the DAG loaded"

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.registry import PUBLISHED_IMAGES
+
 pytestmark = pytest.mark.container
 
 REPO = Path(__file__).resolve().parents[1]
 VERIFY = REPO / "scripts" / "verify-reproducible.sh"
-IMAGES = {"core", "base", "prepare", "cluster", "evaluate", "report"}
+IMAGES = set(PUBLISHED_IMAGES)
 PROJECT_URL = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Source"]
 
 

@@ -92,10 +92,11 @@ def without_timings(value: Any) -> Any:
     return value
 
 
-def leftover_containers(engine: Any, **labels: str) -> list:
-    """Containers (running or not) carrying all of these ``io.clusterflow.*`` labels."""
+def leftover_containers(engine: Any, **labels: str) -> list[str]:
+    """Containers (running or not) carrying all of these ``io.clusterflow.*`` labels, each as its
+    name, status and labels (what a failing assertion must show to be acted on)."""
     filters = {"label": [f"io.clusterflow.{k}={v}" for k, v in labels.items()]}
-    return engine.containers.list(all=True, filters=filters)
+    return [f"{c.name} ({c.status}) {c.labels}" for c in engine.containers.list(all=True, filters=filters)]
 
 
 def free_port() -> int:

@@ -56,7 +56,8 @@ class DagsTest:
 
     def runs(self) -> list[dict[str, Any]]:
         listed = airflow(self.env, "dags", "list-runs", DAG_ID, "-o", "json")
-        assert listed.returncode == 0, listed.stderr[-2000:]
+        ran = f"\n--- output of `airflow.sh test`:\n{self.output[-4000:]}" if hasattr(self, "result") else ""
+        assert listed.returncode == 0, listed.stderr[-2000:] + ran
         return json_output(listed.stdout)
 
     def task_states(self) -> dict[str, str]:

@@ -15,10 +15,10 @@ import uuid
 import pytest
 
 from clusterflow import pinning
+from tests.fixtures.registry import PUBLISHED_IMAGES as IMAGES
 from tests.fixtures.registry import REPO, Published
 
 pytestmark = pytest.mark.container
-IMAGES = ["core", "base", "prepare", "cluster", "evaluate", "report"]
 
 
 def git(source, *args: str) -> str:

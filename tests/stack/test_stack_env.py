@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.registry import PUBLISHED_IMAGES
 from tests.stack.conftest import REPO, SECRET_NAMES
 
 SCRIPT = REPO / "scripts/stack-env.sh"
@@ -71,8 +72,7 @@ def test_no_docker_socket_is_one_line_and_writes_nothing(tmp_path: Path):
 
 def digests_file(path: Path, registry: str = "127.0.0.1:5000") -> Path:
     """A digests file as `make publish` writes one (images/digests.json's format)."""
-    names = ("core", "base", "prepare", "cluster", "evaluate", "report")
-    images = {name: f"{registry}/clusterflow/{name}@sha256:{str(i) * 64}" for i, name in enumerate(names)}
+    images = {name: f"{registry}/clusterflow/{name}@sha256:{str(i) * 64}" for i, name in enumerate(PUBLISHED_IMAGES)}
     path.write_text(json.dumps({"registry": registry, "version": "0.1.0", "commit": "c" * 40, "images": images}))
     return path
 
