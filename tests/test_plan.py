@@ -82,8 +82,8 @@ def test_every_step_has_a_role_and_only_evaluate_gates_and_only_report_runs_afte
     assert not rendered().task("report").keeps_outputs(spec.QUALITY_GATE_EXIT)
 
 
-def test_an_assign_only_plan_survives_its_xcom_form_with_the_assign_image_alone():
-    """A plan that launches assign only records that one image in its XCom, and reads back."""
+def test_a_scoring_plan_survives_its_xcom_form_with_the_assign_image_alone():
+    """The scoring DAG's plan launches assign only: its XCom records that one image, and reads back."""
     from clusterflow_steps.contract import ASSIGN, RunId
 
     images = pinning.local("1.2.3", (ASSIGN,))

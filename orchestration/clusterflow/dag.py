@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from airflow.sdk import DAG, Param, TriggerRule, Variable, task
+from airflow.sdk import DAG, Asset, Param, TriggerRule, Variable, task
 from airflow.sdk.exceptions import AirflowFailException
 from clusterflow_steps.contract import FEATURES, LABELS, METRICS, QUALITY_GATE_EXIT, REPORT, RunId
 
-from clusterflow import dataroot, engine, notifier, notify, pinning, spec
+from clusterflow import dataroot, engine, lineage, notifier, notify, pinning, spec
 from clusterflow.operators import LAUNCHER_ENV, PLAN_TASK, PLAN_XCOM, step_operator
 from clusterflow.plan import render_plan
 from clusterflow.version import VERSION
@@ -40,6 +40,8 @@ DAG_ID = spec.DAG_ID
 SCHEDULE = "0 22 * * *"  # nightly at 22:00 (UTC, Airflow's default timezone)
 START_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 MAX_ACTIVE_RUNS = 2  # runs never share a directory (see spec.safe_run_id); two bound the load
+METRICS_ASSET = Asset(name=lineage.METRICS_ASSET_NAME, uri=lineage.METRICS_ASSET_URI)  # every scored run
+MODEL_ASSET = Asset(name=lineage.MODEL_ASSET_NAME, uri=lineage.MODEL_ASSET_URI)  # a run whose gate passed
 
 DATA_SOURCE_ENV = spec.DATA_SOURCE_ENV
 DATA_SOURCE_VARIABLE = "clusterflow_data_source"
@@ -103,6 +105,11 @@ that talk only through files under `/data/runs/<run_id>/<step>/` (see the README
    a breach fails it (exit {QUALITY_GATE_EXIT}) with the reason in its log;
 4. **report** writes `{REPORT.name}`; it also runs after a quality-gate breach, to document it.
 
+Assets: evaluate updates `{lineage.MODEL_ASSET_URI}` when the quality gate passed (its chosen model),
+report updates `{lineage.METRICS_ASSET_URI}` for every scored run; each event's extra holds the run
+id, best variant and metrics, the image digest and cache key. `{lineage.ASSIGN_DAG_ID}` is scheduled
+on the model Asset.
+
 `plan` checks the params and derives the run id on the volume from Airflow's run id
 (`manual__2026-11-24T10:00:00+00:00` becomes `manual__2026-11-24T10-00-00-00-00-<hash>`);
 `outcome` fails the DAG run if any step failed.
@@ -141,8 +148,8 @@ def data_source(variable: str | None, environ: Mapping[str, str] = os.environ) -
     return variable or environ.get(DATA_SOURCE_ENV) or DEFAULT_DATA_SOURCE
 
 
-def plan_images(environ: Mapping[str, str] = os.environ) -> pinning.Images:
-    """The run's step images, resolved once (the ``plan`` task); only a registry without a
+def plan_images(environ: Mapping[str, str] = os.environ, steps: tuple[str, ...] = spec.STEPS) -> pinning.Images:
+    """The run's images of ``steps``, resolved once (the ``plan`` task); only a registry without a
     digests file needs the engine, to turn the tag into digests."""
     @functools.cache
     def engine_lookup() -> Callable[[str], str]:  # the client is made at the first lookup, and once
@@ -151,7 +158,7 @@ def plan_images(environ: Mapping[str, str] = os.environ) -> pinning.Images:
     def registry_digest(ref: str) -> str:
         return engine_lookup()(ref)
 
-    return pinning.resolve(environ, environ.get(IMAGE_TAG_ENV) or VERSION, registry_digest)
+    return pinning.resolve(environ, environ.get(IMAGE_TAG_ENV) or VERSION, registry_digest, steps)
 
 
 def prepare_host_data_root(source: str, run_id: RunId) -> None:
@@ -219,8 +226,10 @@ def build_dag() -> DAG:
         cluster = step.partial(
             task_id="cluster", step="cluster", map_index_template="{{ task.variant }}", **policy["cluster"],
         ).expand(variant=planned)
-        evaluate = step(task_id="evaluate", step="evaluate", **policy["evaluate"])
-        report = step(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE, **policy["report"])
+        # Assets: evaluate succeeds only when the gate passed (the model); report runs after a breach too
+        evaluate = step(task_id="evaluate", step="evaluate", outlets=[MODEL_ASSET], **policy["evaluate"])
+        report = step(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE, outlets=[METRICS_ASSET],
+                      **policy["report"])
         failed = outcome.override(**policy["outcome"])()
 
         planned >> prepare >> cluster >> evaluate >> report

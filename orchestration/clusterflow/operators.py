@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import docker.errors
@@ -18,17 +19,20 @@ import docker.utils
 from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.providers.docker.operators.docker_swarm import DockerSwarmOperator
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from docker.types import Mount as DockerMount
 from docker.types import Resources as SwarmResources
 
 from clusterflow_steps.contract import RUNS
 
-from clusterflow import engine, spec
+from clusterflow import engine, lineage, spec
+from clusterflow.ui import files
 from clusterflow.plan import Plan, render_container
 from clusterflow.version import VERSION
 
 GATE_XCOM = "quality_gate"
+XCOM_RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 PLAN_XCOM = "plan"
 PLAN_TASK = "plan"
 # How step containers are launched: "docker" (a container on the engine, DockerOperator) or
@@ -79,7 +83,7 @@ class StepOperator(DockerOperator):
 
     def __init__(self, *, step: str, variant: str | None = None, **kwargs: Any):
         kwargs.setdefault("image", spec.image_ref(step, VERSION))  # a placeholder: execute sets the plan's
-        gate = spec.ROLES[step].gate_exit_code
+        gate = spec.IMAGE_ROLES[step].gate_exit_code
         # the gate's exit code is told apart from a crash; every log line comes back (its reason, a summary)
         gated: dict[str, Any] = {"skip_on_exit_code": [gate], "xcom_all": True} if gate is not None else {}
         super().__init__(user=spec.STEP_USER, mount_tmp_dir=False, auto_remove=self.auto_remove_policy,
@@ -152,13 +156,16 @@ class StepOperator(DockerOperator):
         except DockerContainerFailedSkipException as exc:  # the role's gate exit code: the quality gate
             reason = _gate_reason(exc.logs or [])
             context["ti"].xcom_push(GATE_XCOM, {"passed": False, "reason": reason})
+            if task.role.prints_summary:  # printed before the breach: the email and the Assets need it
+                context["ti"].xcom_push(XCOM_RETURN_KEY, _summary(exc.logs or []))
             self.commit(plan, task, context, digest)  # its metrics are kept, so they are cached too
             raise AirflowFailException(f"quality gate failed (exit {task.role.gate_exit_code}): {reason}") from None
         self.commit(plan, task, context, digest)
         if task.role.gate_exit_code is not None:
             context["ti"].xcom_push(GATE_XCOM, {"passed": True, "reason": None})
+        summary = _summary(lines or []) if task.role.prints_summary else None
+        self.annotate_assets(context, plan, task, summary)
         if task.role.prints_summary:
-            summary = _summary(lines or [])
             if summary is None:
                 self.log.warning("%s printed no one-line JSON summary (a last line with 'best'): "
                                  "no summary XCom; see %s", self.task_name, task.role.outputs[0].relative())
@@ -166,6 +173,26 @@ class StepOperator(DockerOperator):
         if task.role.result:
             return f"{RUNS}/{plan.run_id}/{task.role.result.relative(task.variant)}"
         return None
+
+    def annotate_assets(self, context: Any, plan: Plan, task: spec.Task, summary: dict[str, Any] | None) -> None:
+        """Fill the ``extra`` of this task's Asset events (its outlets; Airflow emits them as it
+        succeeds): the run, its best variant and metrics, and the producing step's image digest and
+        cache key. The gated step (evaluate) produces the model, so its events describe the best
+        variant's fit; a later step (report) the run's metrics, so those describe evaluate's."""
+        if not self.outlets:
+            return
+        if task.role.gate_exit_code is None:  # a later step: it documents the gated step's metrics
+            summary = context["ti"].xcom_pull(task_ids=_gated(plan).name, key=XCOM_RETURN_KEY)
+            produced = _gated(plan)
+        else:  # the gated step: it chose the model, the best variant's fit
+            best = (summary or {}).get("best")
+            produced = _variant_task(plan, best) if best else task
+        extra = lineage.event_extra(
+            run_id=plan.run_id, airflow_run_id=plan.airflow_run_id, data_source=plan.data_source, summary=summary,
+            image=produced.image, image_digest=self.image_digest(produced.image),
+            cache_key=_cache_key(plan, produced))
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = extra
 
     def commit(self, plan: Plan, task: spec.Task, context: Any, digest: str | None) -> None:
         """Launch this task's commit container, which puts the step's outputs into the cache store
@@ -265,7 +292,26 @@ def _gated(plan: Plan) -> spec.Task:
     return found
 
 
-def _summary(lines: list[str] | str) -> dict[str, Any] | None:
+def _variant_task(plan: Plan, variant: str | None) -> spec.Task:
+    """The per-variant (cluster) task of ``variant``: the one that fitted the run's chosen model."""
+    (found,) = [t for t in plan.tasks if t.role.per_variant and t.variant == variant]
+    return found
+
+
+def _cache_key(plan: Plan, task: spec.Task) -> str | None:
+    """The cache key in ``task``'s manifest, when this host sees the data root (a host path, or
+    ``$CLUSTERFLOW_DATA_ROOT``); None when it does not (a named volume only the engine mounts)."""
+    root = Path(plan.data_source) if plan.data_source.startswith("/") else files.data_root()
+    try:
+        manifest = json.loads(files.read(root, plan.run_id, files.manifest(task.step, task.variant)))
+    except (files.NotServed, OSError, ValueError):
+        return None
+    # as clusterflow_steps.cache.key_of reads it (that module needs numpy, which Airflow's venv lacks)
+    note = manifest.get("cache") if isinstance(manifest, dict) else None
+    return note.get("key") if isinstance(note, dict) else None
+
+
+def _summary(lines: Sequence[str | bytes] | str) -> dict[str, Any] | None:
     """The step's summary: its last output line that is a JSON object with ``best``."""
     for line in reversed([lines] if isinstance(lines, str) else lines):
         text = line.decode() if isinstance(line, bytes) else line
@@ -282,6 +328,6 @@ def _gate_reason(lines: list[str | bytes]) -> str:
     """The quality gate's reason: the step's last log line that names it, else its last line."""
     texts = [line.decode() if isinstance(line, bytes) else line for line in lines]
     for text in reversed(texts):
-        if "quality gate" in text.lower():
+        if "quality gate" in text.lower() and _summary(text) is None:
             return text.strip()
     return texts[-1].strip() if texts else "(the step printed no reason)"

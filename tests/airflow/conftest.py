@@ -118,7 +118,8 @@ class Airflow:
             # Runs here are triggered. Left on, the cron schedule makes the scheduler start the
             # latest nightly run the moment the DAG is unpaused: six more containers competing
             # with the run under test (and a max_active_runs slot taken). Triggered runs are
-            # scheduled exactly the same either way.
+            # scheduled exactly the same either way. Off, the scheduler creates no run on an
+            # Asset event either: the Asset tests turn it back on.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             **extra_env})
         self.log_path = home / "standalone.log"
@@ -193,8 +194,10 @@ class Airflow:
 
 
 @contextlib.contextmanager
-def standalone_airflow(home: Path, data: Path, **extra_env: str) -> Iterator[Airflow]:
-    """`scripts/airflow.sh standalone` on a free port, logged in, the DAG parsed and unpaused."""
+def standalone_airflow(home: Path, data: Path, dags: tuple[str, ...] = (DAG_ID,),
+                       **extra_env: str) -> Iterator[Airflow]:
+    """`scripts/airflow.sh standalone` on a free port, logged in, ``dags`` parsed and unpaused in
+    that order (a consumer before its producer, so no Asset event finds it paused)."""
     airflow = Airflow(home, data, **extra_env)
     try:
         airflow.wait("the API server", lambda: requests.get(f"{airflow.url}/api/v2/monitor/health",
@@ -204,9 +207,10 @@ def standalone_airflow(home: Path, data: Path, **extra_env: str) -> Iterator[Air
         airflow.wait("the task execution API", lambda: requests.get(f"{airflow.url}/execution/health",
                                                                     timeout=60).ok, 120)
         airflow.login()
-        airflow.wait("the DAG to be parsed", lambda: airflow.api("GET", f"/dags/{DAG_ID}").ok, 120)
-        unpaused = airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-        assert unpaused.ok, unpaused.text
+        for dag_id in dags:
+            airflow.wait(f"{dag_id} to be parsed", lambda d=dag_id: airflow.api("GET", f"/dags/{d}").ok, 120)
+            unpaused = airflow.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+            assert unpaused.ok, unpaused.text
         yield airflow
     finally:
         airflow.stop()

@@ -15,6 +15,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.definitions.param import ParamsDict
 
 from clusterflow import dag as airflow_dag
+from clusterflow import lineage
 from clusterflow.engine import docker_mount
 from clusterflow.plan import Plan, render_container, render_plan
 
@@ -66,6 +67,19 @@ def main() -> None:
         "fileloc": dag.fileloc,
     }
     out["tasks"] = {t.task_id: task_facts(t) for t in dag.tasks}
+    out["outlets"] = {t.task_id: [a.uri for a in t.outlets] for t in dag.tasks}
+    scoring = bag.dags.get(lineage.ASSIGN_DAG_ID)
+    if scoring is not None:
+        out["assign_dag"] = {
+            "fileloc": scoring.fileloc, "timetable": type(scoring.timetable).__name__,
+            "schedule_assets": [a.uri for a in scoring.timetable.asset_condition.objects],
+            "tasks": {t.task_id: task_facts(t) for t in scoring.tasks},
+            "inlets": {t.task_id: [a.uri for a in t.inlets] for t in scoring.tasks},
+            "params": {name: {"default": p.value, "schema": p.schema} for name, p in scoring.params.items()},
+            "assign_class": type(scoring.get_task("assign")).__name__,
+            "assign_network_mode": scoring.get_task("assign").network_mode,
+            "assign_user": scoring.get_task("assign").user,
+        }
     out["params"] = {name: {"default": p.value, "schema": p.schema, "description": p.description}
                      for name, p in dag.params.items()}
     out["docker"] = {}

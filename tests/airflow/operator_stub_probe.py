@@ -9,14 +9,16 @@ import json
 from typing import Any
 
 from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset
 
 from clusterflow import pinning, spec
+from clusterflow.dag import METRICS_ASSET, MODEL_ASSET
 from clusterflow.operators import PLAN_TASK, PLAN_XCOM, StepOperator
 from clusterflow.plan import render_plan
 
 MARKER = "OPERATOR-PROBE-JSON: "
 GATE_LINE = "Error: quality gate failed for best variant pca"
+GATE_SUMMARY = json.dumps({"best": "pca", "quality_gate": {"passed": False}})
 PLAN = render_plan({"inits": ["pca"]}, "r1", "/srv/d", pinning.local("t"), spec.StepLimits(1 << 30, 1.0)).to_xcom()
 
 
@@ -33,27 +35,33 @@ class TaskInstance:
         self.pushed[f"{self.task_id}/{key}"] = value
 
 
+class OutletEvent:
+    extra: dict[str, Any] | None = None
+
+
 def execute(step: str, variant: str | None = None, lines: list[str] | None = None, gate: bool = False,
-            pushed: dict[str, Any] | None = None) -> dict[str, Any]:
+            pushed: dict[str, Any] | None = None, outlets: list[Asset] | None = None) -> dict[str, Any]:
     with DAG(spec.DAG_ID, start_date=dt.datetime(2026, 1, 1), schedule=None):
-        operator = StepOperator(task_id=step, step=step, variant=variant)
+        operator = StepOperator(task_id=step, step=step, variant=variant, outlets=outlets or [])
     launched: list[list[str]] = []
 
     def launch(context: Any) -> list[str] | None:
         command = list(operator.command or [])
         launched.append(command)
         if gate and spec.COMMIT_CACHE_FLAG not in command:
-            raise DockerContainerFailedSkipException("exit 3", logs=["scoring", GATE_LINE])
+            raise DockerContainerFailedSkipException("exit 3", logs=["scoring", GATE_SUMMARY, GATE_LINE])
         return lines
 
     operator.launch = launch  # type: ignore[method-assign]
     operator.image_digest = lambda image: "sha256:" + "a" * 64  # type: ignore[method-assign]
     ti = TaskInstance(step, pushed or {})
+    events = {outlet: OutletEvent() for outlet in outlets or []}
     try:
-        returned, error = operator.execute({"ti": ti}), None
+        returned, error = operator.execute({"ti": ti, "outlet_events": events}), None
     except Exception as exc:  # what the task fails or skips with
         returned, error = None, f"{type(exc).__name__}: {exc}"
     return {"returned": returned, "error": error, "launched": launched, "pushed": ti.pushed,
+            "extras": {outlet.uri: event.extra for outlet, event in events.items()},
             "container_name": operator.container_name, "nano_cpus": operator.nano_cpus}
 
 
@@ -66,6 +74,10 @@ def main() -> None:
         "gated": execute("evaluate", gate=True),
         "report": execute("report", pushed={"evaluate/quality_gate": {"passed": False, "reason": GATE_LINE}}),
         "report_alone": execute("report"),
+        "evaluate_model": execute("evaluate", lines=["scoring", summary], outlets=[MODEL_ASSET]),
+        "report_metrics": execute("report", outlets=[METRICS_ASSET], pushed={
+            "evaluate/quality_gate": {"passed": False, "reason": GATE_LINE},
+            "evaluate/return_value": json.loads(GATE_SUMMARY)}),
     }, default=str))
 
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from clusterflow import spec
+from clusterflow import lineage, spec
 from clusterflow.version import VERSION
 from tests.airflow.conftest import DAG_ID
 
@@ -64,7 +64,7 @@ def expected_images(case):
 
 def test_the_dag_folder_imports_without_errors(seen):
     assert seen["import_errors"] == {}
-    assert seen["dag_ids"] == [DAG_ID]
+    assert seen["dag_ids"] == [DAG_ID, lineage.ASSIGN_DAG_ID]  # the training DAG and its scoring DAG
     assert seen["dag"]["fileloc"].endswith("orchestration/dags/digits_kmeans.py")
 
 

@@ -43,6 +43,7 @@ def test_a_gate_breach_fails_evaluate_with_its_reason_and_still_commits_its_metr
     assert gated["pushed"]["evaluate/quality_gate"] == {"passed": False,
                                                         "reason": "Error: quality gate failed for best variant pca"}
     assert len(gated["launched"]) == 2
+    assert gated["pushed"]["evaluate/return_value"] == {"best": "pca", "quality_gate": {"passed": False}}
 
 
 def test_the_report_runs_after_a_verdict_and_returns_its_path_else_skips(seen):
@@ -51,3 +52,16 @@ def test_the_report_runs_after_a_verdict_and_returns_its_path_else_skips(seen):
     assert alone["error"] == ("AirflowSkipException: nothing to report: evaluate produced no metrics "
                               "(an earlier step failed)")
     assert alone["launched"] == []
+
+
+def test_evaluate_annotates_the_model_asset_with_the_best_variants_fit(seen):
+    (extra,) = seen["evaluate_model"]["extras"].values()
+    assert extra == {"run_id": "r1", "airflow_run_id": "r1", "data_source": "/srv/d", "best": "pca", "ranked_by": None,
+                     "metrics": None, "quality_gate_passed": None, "image": "clusterflow/cluster:t",
+                     "image_digest": "sha256:" + "a" * 64, "cache_key": None}  # no /srv/d here: no manifest
+
+
+def test_the_report_annotates_the_metrics_asset_from_evaluates_summary_after_a_breach(seen):
+    (extra,) = seen["report_metrics"]["extras"].values()
+    assert extra["best"] == "pca" and extra["quality_gate_passed"] is False
+    assert extra["image"] == "clusterflow/evaluate:t" and seen["report_metrics"]["error"] is None

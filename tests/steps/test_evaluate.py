@@ -143,6 +143,13 @@ def test_cli_gate_breach_writes_everything_then_exits_3(blobs):
     assert manifest["exit_status"] == 3 and manifest["results"]["quality_gate"] == payload["quality_gate"]
 
 
+def test_cli_gate_breach_still_ends_stdout_with_the_summary(two_variants):
+    """The DAG pushes it on a breach too (the email and the metrics Asset need the best variant)."""
+    result = two_variants("evaluate", "--min-ari", "1.5", expect=3)
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["quality_gate"]["passed"] is False and summary["best"] == "k-means++"
+
+
 def test_cli_gate_threshold_from_the_environment(two_variants):
     result = two_variants("evaluate", env={"CLUSTERFLOW_MIN_AMI": "1.5"}, expect=3)
     assert "adjusted_mutual_info" in result.stderr and "< --min-ami 1.5" in result.stderr

@@ -80,9 +80,10 @@ def main(layout: RunLayout, use_cache: bool, seed: int, rank_by: str | None, **l
     score = results["best_metrics"][ranked_by]
     click.echo(f"evaluate: wrote {layout.path(METRICS)}; best of {results['n_variants']} "
                f"variants by {ranked_by}: {best} ({'undefined' if score is None else f'{score:.3f}'})")
-    if not verdict["passed"]:
-        raise QualityGateFailed(gate.verdict(best, verdict))
-    click.echo(f"evaluate: {gate.verdict(best, verdict)}")
-    # Last line: a one-line summary for orchestrators (the DAG pushes it as the task's XCom).
+    if verdict["passed"]:
+        click.echo(f"evaluate: {gate.verdict(best, verdict)}")
+    # Last stdout line, a breach too: a one-line summary for orchestrators (the DAG's XCom, email, Assets).
     click.echo(json.dumps({"best": best, "ranked_by": ranked_by, "metrics": results["best_metrics"],
                            "quality_gate": verdict}, sort_keys=True, allow_nan=False))
+    if not verdict["passed"]:
+        raise QualityGateFailed(gate.verdict(best, verdict))
