@@ -156,10 +156,34 @@ def test_bad_sweep_entries_are_refused_with_one_line(sweep, message):
     [{"k": "2..5"}], [{"algorithm": "spectral"}], [{"algorithm": "kmeans", "k": "2-5"}],
     [{"algorithm": "kmeans", "inits": ["bogus"]}], [{"algorithm": "birch", "bogus": 1}], "kmeans",
     [{"algorithm": "birch", "n_clusters": 1}],
+    # a param the entry's algorithm does not take, and eps <= 0 (the README's list of what dbscan takes)
+    [{"algorithm": "kmeans", "eps": 0.5}], [{"algorithm": "dbscan", "k": "2..5"}],
+    [{"algorithm": "dbscan", "n_clusters": 3}], [{"algorithm": "birch", "linkage": "ward"}],
+    [{"algorithm": "hdbscan", "metric": "cosine"}], [{"algorithm": "dbscan", "eps": 0}],
+    [{"algorithm": "dbscan", "eps": -0.5}],
 ])
 def test_the_airflow_param_schema_refuses_bad_sweeps_at_trigger_time(value):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(value, spec.param_schema("sweep"))
+
+
+@pytest.mark.parametrize("value", [
+    [{"algorithm": "dbscan", "eps": 0.4, "min_samples": 10, "metric": "cosine"}],
+    [{"algorithm": "hdbscan", "min_cluster_size": 20, "min_samples": 5}],
+    [{"algorithm": "gaussian-mixture", "k": "2..4", "covariance_type": "diag", "n_init": 2}],
+    [{"algorithm": "agglomerative", "n_clusters": 10, "linkage": "average"}],
+    [{"algorithm": "kmeans", "k": "2..15", "inits": ["pca"], "n_init": 1, "minibatch": True}],
+])
+def test_the_airflow_param_schema_takes_each_algorithms_own_options(value):
+    jsonschema.validate(value, spec.param_schema("sweep"))
+    spec.PipelineParams(sweep=tuple(value))  # and so do the run's params
+
+
+@pytest.mark.parametrize("eps", [0, -1.0])
+def test_eps_at_or_below_zero_fails_the_airflow_param_schema(eps):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(eps, spec.param_schema("eps"))
+    jsonschema.validate(0.3, spec.param_schema("eps"))
 
 
 def test_the_airflow_param_schema_takes_a_sweep_and_the_plan_renders_it():

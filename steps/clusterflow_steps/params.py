@@ -84,6 +84,7 @@ class Option:
     pipeline: bool = True  # a PipelineParams field; else an option of its steps only
     optional: bool = False  # may be None: unset
     minimum: int | None = None
+    above: float | None = None  # a lower bound the value must exceed (JSON schema's exclusiveMinimum)
     choices: tuple[str, ...] | None = None
     multiple: bool = False  # a tuple of values (the local CLI repeats the flag)
     when: Callable[[PipelineParams], bool] | None = None  # passed to its steps only when this holds
@@ -110,10 +111,13 @@ class Option:
         found: dict[str, Any] = {"description": self.help}
         if self.entries:
             entry = {"type": "object", "required": [self.entries[0]], "additionalProperties": False,
-                     "properties": {name: PIPELINE[name].schema() for name in self.entries}}
+                     "properties": {name: PIPELINE[name].schema() for name in self.entries},
+                     "allOf": [_entry_of(algorithm) for algorithm in ALGORITHMS]}
             return {**found, "type": "array", "items": entry, "maxItems": MAX_CLUSTER_TASKS}
         if self.minimum is not None:
             found["minimum"] = self.minimum
+        if self.above is not None:
+            found["exclusiveMinimum"] = self.above
         if self.multiple:
             return {**found, "type": "array", "items": {"type": "string", "enum": list(self.choices or ())},
                     "minItems": 1, "uniqueItems": True}
@@ -128,6 +132,15 @@ class Option:
 
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _entry_of(algorithm: str) -> dict[str, Any]:
+    """A sweep entry's schema rule for ``algorithm``: only the options it takes (as
+    :func:`algorithm_problem` says), so a trigger with one it does not take is refused (HTTP 400)."""
+    own = ALGORITHM_OPTIONS[algorithm]
+    takes = [name for name in SWEEP_OPTIONS  # k sweeps n_clusters: only where the algorithm takes it
+             if (name not in ALGORITHM_SPECIFIC or name in own) and (name != "k" or "n_clusters" in own)]
+    return {"if": {"properties": {"algorithm": {"const": algorithm}}}, "then": {"propertyNames": {"enum": takes}}}
 
 
 def _param(default: Any, help: str, steps: tuple[str, ...], **option: Any) -> Any:
@@ -225,7 +238,7 @@ class PipelineParams:
                                           "hdbscan, which find it).", ("cluster",),
                                     minimum=2, show_default="the number of distinct labels")
     eps: float | None = _param(None, "dbscan: neighbourhood radius in the scaled space (above 0).", ("cluster",),
-                               show_default="the knee of the k-distance curve")
+                               above=0.0, show_default="the knee of the k-distance curve")
     min_samples: int | None = _param(None, "dbscan, hdbscan: samples in a neighbourhood for a core point "
                                            "(itself included).", ("cluster",), minimum=1,
                                      show_default=f"dbscan {DBSCAN_MIN_SAMPLES}, hdbscan --min-cluster-size")
