@@ -205,11 +205,17 @@ def test_no_container_outlives_a_failed_run(gated_run, engine):
     assert leftover_containers(engine, dag_id=DAG_ID) == []
 
 
-def test_invalid_params_stop_the_run_before_any_container(docker_cli, home, tmp_path_factory, engine):
+@pytest.mark.parametrize("conf, says", [
+    ({"n_clusters": 1}, "minimum of 2"),  # one Param's schema
+    # two Params together: plan refuses, with the runner's line
+    ({"eps": 0.5}, "kmeans does not take --eps: drop it, or choose an algorithm that does"),
+    ({"k": "9..3"}, "inverted"),
+])
+def test_invalid_params_stop_the_run_before_any_container(docker_cli, home, tmp_path_factory, engine, conf, says):
     data = writable_data_dir(tmp_path_factory, "invalid-data")
-    bad = DagsTest(home, data, {"n_clusters": 1})
+    bad = DagsTest(home, data, conf)
     assert bad.result.returncode != 0
-    assert "n_clusters" in bad.output and "minimum of 2" in bad.output
+    assert says in bad.output
     assert "==> prepare" not in bad.output
     assert not (data / "runs").exists()
 

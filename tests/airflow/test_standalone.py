@@ -30,12 +30,18 @@ def triggered(standalone) -> dict[str, Any]:
     return standalone.finished(standalone.trigger(), 300)
 
 
-def test_the_api_rejects_invalid_params_without_starting_a_run(standalone):
+@pytest.mark.parametrize("conf, named", [
+    ({"inits": ["k-means", "pca"]}, "inits"),
+    ({"eps": 0}, "eps"),
+    ({"k": "2-5"}, "k"),
+    ({"sweep": [{"algorithm": "kmeans", "eps": 0.5}]}, "sweep"),  # kmeans takes no eps
+    ({"sweep": [{"algorithm": "louvain"}]}, "sweep"),
+])
+def test_the_api_rejects_invalid_params_without_starting_a_run(standalone, conf, named):
     before = standalone.api("GET", f"/dags/{DAG_ID}/dagRuns").json()["total_entries"]
-    answer = standalone.api("POST", f"/dags/{DAG_ID}/dagRuns",
-                            json={"logical_date": None, "conf": {"inits": ["k-means", "pca"]}})
+    answer = standalone.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
     assert answer.status_code == 400, answer.text
-    assert "inits" in answer.text
+    assert named in answer.text
     assert standalone.api("GET", f"/dags/{DAG_ID}/dagRuns").json()["total_entries"] == before
 
 

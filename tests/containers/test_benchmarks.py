@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -22,7 +23,10 @@ def test_the_harness_prints_the_scale_table_and_the_targets(docker_cli, tmp_path
     header, rule, row = [line for line in scale.splitlines() if line.startswith("|")]
     assert header.count("|") == rule.count("|") == row.count("|") == 13 and row.startswith("| 500 |")
     assert ", 0 MiB" not in row  # every step's peak RSS was measured
-    assert "cluster peak RSS" in result.stdout and ("met" in result.stdout)
+    # the targets table judges the memory target on what was measured (the verdict itself is not
+    # asserted: 500 rows are a smoke test, not the target's size)
+    (rss,) = [line for line in result.stdout.splitlines() if line.startswith("| 500 x 64: cluster peak RSS")]
+    assert re.fullmatch(r"\| .+ \| [1-9][0-9]* MiB = [0-9]+\.[0-9]{2}× \| (met|NOT met) \|", rss), rss
     assert plot.stat().st_size > 10_000
     written = (tmp_path / "RESULTS.md").read_text()
     assert written.startswith("<!-- python -m benchmarks: begin -->") and "### Scale" in written
