@@ -24,24 +24,12 @@ from typing import Any
 import pytest
 import requests
 
-from tests.containers.conftest import data_dir, docker_cli, engine  # noqa: F401  (shared fixtures)
+from tests.fixtures.airflow import AIRFLOW_SH, VENV
 
 REPO = Path(__file__).resolve().parents[2]
-AIRFLOW_SH = REPO / "scripts" / "airflow.sh"
-VENV = Path(os.environ.get("AIRFLOW_VENV", REPO / ".venv-airflow"))
 PROBE = Path(__file__).with_name("dag_probe.py")
 MARKER = "DAG-PROBE-JSON: "
 DAG_ID = "digits_kmeans"
-
-
-@pytest.fixture(scope="session")
-def airflow_venv() -> Path:
-    """The Airflow venv, installed (or found up to date) by ``scripts/airflow.sh install``."""
-    result = subprocess.run([str(AIRFLOW_SH), "install"], capture_output=True, text=True, timeout=900)
-    if result.returncode:
-        pytest.fail(f"installing Airflow failed (scripts/airflow.sh install):\n{result.stderr[-4000:]}",
-                    pytrace=False)
-    return VENV
 
 
 def airflow_environment(home: Path, data_source: str | Path, **extra: str) -> dict[str, str]:

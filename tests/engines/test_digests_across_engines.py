@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from clusterflow import pinning, spec
-from tests.airflow.conftest import airflow_venv, without_timings  # noqa: F401  (shared fixtures)
+from tests.airflow.conftest import without_timings
 from tests.airflow.test_dags_test import DagsTest, home, writable_data_dir  # noqa: F401
 from tests.containers.test_cache import TASKS, hits
 from tests.fixtures.engines import on

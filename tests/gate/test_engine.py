@@ -17,7 +17,6 @@ import pytest
 from clusterflow import dataroot, runner, spec
 from clusterflow.gate import config
 from clusterflow.version import VERSION
-from tests.containers.conftest import docker_cli, engine  # noqa: F401  (shared fixtures)
 from tests.gate.conftest import free_port, serve
 
 pytestmark = pytest.mark.container

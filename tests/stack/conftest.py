@@ -25,7 +25,6 @@ import requests
 
 from clusterflow import spec
 
-from tests.containers.conftest import docker_cli, engine  # noqa: F401  (shared fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"

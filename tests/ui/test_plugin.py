@@ -23,8 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from clusterflow import spec
 from clusterflow_steps.launch import manifest_line
-from tests.airflow.conftest import DAG_ID, Airflow, airflow_venv, standalone_airflow  # noqa: F401
-from tests.containers.conftest import docker_cli  # noqa: F401  (shared fixture: the step images)
+from tests.airflow.conftest import DAG_ID, Airflow, standalone_airflow
 from tests.steps.report_fixtures import blobs, make_run
 
 # The policy as the README states it (not the plugin's own constant): a loosened CSP fails here.
