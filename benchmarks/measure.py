@@ -76,11 +76,10 @@ PEAK_RSS_WRAPPER = ("import atexit, resource, runpy, sys; atexit.register(lambda
 
 
 def _peak_rss(output: str) -> int:
-    """Bytes from the last ``PEAK-RSS-KB <n>`` line of ``output`` (0 without one)."""
-    for line in reversed(output.splitlines()):
-        if PEAK_RSS in line:
-            return int(line.split(PEAK_RSS)[1].split()[0]) * 1024
-    return 0
+    """Bytes: the largest ``PEAK-RSS-KB <n>`` of ``output`` (0 without one). A task's log can hold
+    two, its step's and then its cache commit's: the last one would be the commit's."""
+    return max((int(line.split(PEAK_RSS)[1].split()[0]) * 1024 for line in output.splitlines() if PEAK_RSS in line),
+               default=0)
 
 
 def load() -> str:
