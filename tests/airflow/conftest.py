@@ -213,3 +213,12 @@ def stub_probe(airflow_venv: Path, probe: Path, marker: str) -> dict[str, Any]:
     lines = [line for line in done.stdout.splitlines() if line.startswith(marker)]
     assert done.returncode == 0 and lines, done.stderr[-4000:]
     return json.loads(lines[-1][len(marker):])
+
+
+def stub_probe_fixture(script: str, marker: str) -> Any:
+    """A module fixture ``seen``: what the stub probe ``script`` (beside this file) printed, run once."""
+    @pytest.fixture(scope="module")
+    def seen(airflow_venv: Path) -> dict[str, Any]:
+        return stub_probe(airflow_venv, Path(__file__).with_name(script), marker)
+
+    return seen

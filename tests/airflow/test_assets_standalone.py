@@ -15,6 +15,7 @@ import pytest
 
 from clusterflow import lineage, spec
 from tests.airflow.conftest import DAG_ID, Airflow, standalone_airflow
+from tests.fixtures.docker import writable_data_dir
 
 pytestmark = pytest.mark.container
 ASSIGN_DAG = lineage.ASSIGN_DAG_ID
@@ -23,9 +24,7 @@ ASSIGN_DAG = lineage.ASSIGN_DAG_ID
 @pytest.fixture(scope="module")
 def standalone(airflow_venv, docker_cli, tmp_path_factory) -> Iterator[Airflow]:
     home = tmp_path_factory.mktemp("assets-standalone-home")
-    data = tmp_path_factory.mktemp("assets-standalone-data") / "data"
-    data.mkdir()
-    data.chmod(0o777)
+    data = writable_data_dir(tmp_path_factory, "assets-standalone-data")
     schedule = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True"}
     with standalone_airflow(home, data, dags=(ASSIGN_DAG, DAG_ID), **schedule) as airflow:
         yield airflow

@@ -13,7 +13,8 @@ import pytest
 
 from clusterflow import lineage, spec
 from tests.airflow.conftest import airflow, airflow_environment
-from tests.airflow.test_dags_test import DagsTest, writable_data_dir
+from tests.airflow.test_dags_test import DagsTest
+from tests.fixtures.docker import writable_data_dir
 
 pytestmark = pytest.mark.container
 

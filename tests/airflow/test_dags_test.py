@@ -12,13 +12,15 @@ import os
 import re
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clusterflow import spec
-from tests.containers.conftest import image
+from tests.containers.conftest import assert_report_shows, image
+from tests.fixtures.docker import writable_data_dir
 from tests.airflow.conftest import (AIRFLOW_SH, DAG_ID, airflow, airflow_environment, leftover_containers,
                                     local_runner, without_timings)
 
@@ -44,8 +46,10 @@ class DagsTest:
         self.env = airflow_environment(home, data, **env)
         before = {r["run_id"] for r in self.runs()} if (home / "airflow.db").exists() else set()
         args = ["-c", json.dumps(conf)] if conf else []
+        self.window = (int(time.time()) - 1, None)  # the engine events' seconds, around the run
         self.result = subprocess.run([str(AIRFLOW_SH), "test", *args], env=self.env, capture_output=True,
                                      text=True, timeout=600)
+        self.window = (self.window[0], int(time.time()) + 1)
         new = [r for r in self.runs() if r["run_id"] not in before]
         self.run = new[0] if len(new) == 1 else None
         self.run_id = self.run["run_id"] if self.run else None
@@ -76,6 +80,15 @@ class DagsTest:
                              (DAG_ID, self.run_id, task_id, key)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def created(self, engine: Any) -> dict[str, dict[str, str]]:
+        """Every container the engine created during the run, by name: its labels as the engine
+        received them (its ``create`` events), not as the DAG's code renders them."""
+        since, until = self.window
+        events = engine.events(since=since, until=until, decode=True,
+                               filters={"type": "container", "event": "create"})
+        return {event["Actor"]["Attributes"]["name"]: {k: v for k, v in event["Actor"]["Attributes"].items()
+                                                       if k.startswith("io.clusterflow.")} for event in events}
+
     @property
     def run_dir(self) -> Path:
         return self.data / "runs" / spec.safe_run_id(self.run_id)
@@ -84,13 +97,6 @@ class DagsTest:
 @pytest.fixture(scope="module")
 def home(airflow_venv, tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("airflow-home")
-
-
-def writable_data_dir(tmp_path_factory, name: str) -> Path:
-    root = tmp_path_factory.mktemp(name) / "data"
-    root.mkdir()
-    root.chmod(0o777)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +162,8 @@ def test_each_task_but_the_report_commits_its_outputs_to_the_store(dag_run):
 
 
 def test_the_report_is_written(dag_run):
-    html = (dag_run.run_dir / "report/report.html").read_text()
-    assert "<table" in html and "data:image/png;base64," in html
+    metrics = json.loads((dag_run.run_dir / "evaluate/metrics.json").read_text())
+    assert_report_shows((dag_run.run_dir / "report/report.html").read_text(), metrics["variants"])
     assert dag_run.xcom("report") == f"runs/{spec.safe_run_id(dag_run.run_id)}/report/report.html"
 
 
@@ -173,7 +179,23 @@ def test_evaluate_pushes_a_one_line_summary_of_the_best_variant(dag_run):
     assert summary["quality_gate"]["passed"] is True
 
 
+def test_every_container_the_engine_created_carries_the_readmes_name_and_labels(dag_run, engine):
+    """Names `clusterflow.<run id>.<step>[.<variant>]` (a cache commit's with `.commit`; `+` is not
+    allowed in a name), labels `io.clusterflow.{dag_id,run_id,task_id,try_number}` (README)."""
+    run_id = spec.safe_run_id(dag_run.run_id)
+    tasks = {"prepare": "prepare", "cluster.k-means--": "cluster[k-means++]", "cluster.random": "cluster[random]",
+             "cluster.pca": "cluster[pca]", "evaluate": "evaluate", "report": "report"}
+    expected = {f"clusterflow.{run_id}.{name}": task for name, task in tasks.items()}
+    expected |= {f"{name}.commit": task for name, task in expected.items() if task != "report"}
+    created = dag_run.created(engine)
+    assert sorted(created) == sorted(expected)
+    for name, labels in created.items():
+        assert labels == {"io.clusterflow.dag_id": DAG_ID, "io.clusterflow.run_id": run_id,
+                          "io.clusterflow.task_id": expected[name], "io.clusterflow.try_number": "1"}, name
+
+
 def test_no_container_outlives_the_dag_run(dag_run, engine):
+    assert dag_run.created(engine)  # the label check below can find them (the test above checks the labels)
     assert leftover_containers(engine, dag_id=DAG_ID) == []
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from clusterflow import notify
 from tests.airflow.conftest import DAG_ID, airflow_environment
-from tests.airflow.test_dags_test import DagsTest, writable_data_dir
+from tests.airflow.test_dags_test import DagsTest
+from tests.fixtures.docker import writable_data_dir
 from tests.smtp_inbox import CONN_ID, TO, Inbox, assert_email, smtp_inbox
 
 BASE_URL = "http://airflow.example:8080"

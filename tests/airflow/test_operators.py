@@ -3,21 +3,12 @@ each step returns, pushes and commits is its spec.Role (see operator_stub_probe.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
 
-import pytest
 
 from clusterflow import spec
-from tests.airflow.conftest import stub_probe
+from tests.airflow.conftest import stub_probe_fixture
 
-PROBE = Path(__file__).with_name("operator_stub_probe.py")
-MARKER = "OPERATOR-PROBE-JSON: "
-
-
-@pytest.fixture(scope="module")
-def seen(airflow_venv: Path) -> dict[str, Any]:
-    return stub_probe(airflow_venv, PROBE, MARKER)
+seen = stub_probe_fixture("operator_stub_probe.py", "OPERATOR-PROBE-JSON: ")
 
 
 def test_every_step_but_the_report_launches_its_container_then_its_cache_commit(seen):

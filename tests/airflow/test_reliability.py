@@ -11,6 +11,7 @@ timeouts: tests/airflow/test_dag.py).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import select
@@ -29,6 +30,7 @@ from clusterflow import spec
 from tests.airflow.conftest import (AIRFLOW_SH, DAG_ID, Airflow, airflow, airflow_environment,
                                     leftover_containers, standalone_airflow)
 from tests.containers.conftest import image
+from tests.fixtures.docker import writable_data_dir
 
 pytestmark = pytest.mark.container
 
@@ -123,9 +125,7 @@ def proxy(tmp_path_factory) -> Iterator[EngineProxy]:
 @pytest.fixture(scope="module")
 def scheduler(airflow_venv, docker_cli, image_tag, proxy, tmp_path_factory) -> Iterator[Airflow]:
     home = tmp_path_factory.mktemp("reliability-home")
-    data = tmp_path_factory.mktemp("reliability-data") / "data"
-    data.mkdir()
-    data.chmod(0o777)
+    data = writable_data_dir(tmp_path_factory, "reliability-data")
     with standalone_airflow(home, data, DOCKER_HOST=proxy.url, CLUSTERFLOW_IMAGE_TAG=image_tag,
                             CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS=str(RETRY_DELAY)) as found:
         yield found
@@ -207,33 +207,37 @@ def test_clearing_a_failed_run_resumes_it_from_the_cache(scheduler, engine, imag
 
 
 def test_a_task_started_without_an_engine_fails_naming_docker_host_and_a_retry_succeeds(scheduler, proxy, engine):
+    """However many tries the engine stays away for (the first at least: the engine comes back only
+    once its failure is in the log), each fails naming DOCKER_HOST and is retried; the first try
+    after it is back runs prepare. No retry window has to be caught."""
+    message = f"no Docker engine answers at {proxy.url} (DOCKER_HOST={proxy.url}"
     proxy.stop()
     try:
         run_id = scheduler.trigger({"inits": ["pca"], "n_init": 1, "seed": 11})
-        scheduler.wait("prepare's first try to fail", lambda: scheduler.task_instances(run_id).get(
-            ("prepare", None), {}).get("state") == "up_for_retry", 120, every=0.3)
+        scheduler.wait("prepare's first try to fail", lambda: message in task_log(scheduler, run_id, "prepare", 1),
+                       120, every=0.3)
     finally:
         proxy.start()
     back = time.monotonic()
-    failed_try = task_log(scheduler, run_id, "prepare", 1)
-    assert f"no Docker engine answers at {proxy.url} (DOCKER_HOST={proxy.url}" in failed_try, failed_try[-3000:]
-    assert "AirflowFailException" not in failed_try
     run = scheduler.finished(run_id)
     assert run["state"] == "success", scheduler.log_tail()
-    prepare = scheduler.task_instances(run_id)[("prepare", None)]
-    print(f"engine back to prepare done: {time.monotonic() - back:.1f} s; prepare tries: {prepare['try_number']}")
-    assert prepare["try_number"] == 2
-    assert "==> prepare" in task_log(scheduler, run_id, "prepare", 2)
+    tries = scheduler.task_instances(run_id)[("prepare", None)]["try_number"]
+    print(f"engine back to prepare done: {time.monotonic() - back:.1f} s; prepare tries: {tries}")
+    assert tries >= 2
+    for failed in range(1, tries):  # tries that ran with the engine away; a retry, not a hard failure
+        log = task_log(scheduler, run_id, "prepare", failed)
+        assert message in log and "AirflowFailException" not in log, log[-3000:]
+    assert "==> prepare" in task_log(scheduler, run_id, "prepare", tries)
 
 
 def test_two_concurrent_runs_with_different_params_keep_apart(scheduler, engine):
     confs = [{"inits": ["pca"], "n_init": 1, "seed": 21}, {"inits": ["random"], "n_init": 1, "seed": 22}]
     run_ids = [scheduler.trigger(conf) for conf in confs]
-    scheduler.wait("both runs to be running at once", lambda: all(
-        scheduler.api("GET", f"/dags/{DAG_ID}/dagRuns/{r}").json()["state"] in ("running", "success")
-        for r in run_ids), 60, every=0.5)
     runs = [scheduler.finished(r) for r in run_ids]
     assert [r["state"] for r in runs] == ["success", "success"], scheduler.log_tail()
+    # they ran at once (max_active_runs 2): each started before the other ended, as Airflow recorded it
+    started, ended = ([dt.datetime.fromisoformat(r[key]) for r in runs] for key in ("start_date", "end_date"))
+    assert max(started) < min(ended), runs
     assert spec.safe_run_id(run_ids[0]) != spec.safe_run_id(run_ids[1])
     for run_id, conf in zip(run_ids, confs, strict=True):
         assert manifest(scheduler, run_id, "prepare")["run_id"] == spec.safe_run_id(run_id)

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import pytest
-
-from tests.airflow.conftest import stub_probe
-
-PROBE = Path(__file__).with_name("scoring_stub_probe.py")
-MARKER = "SCORING-PROBE-JSON: "
 
 
-@pytest.fixture(scope="module")
-def seen(airflow_venv: Path) -> dict[str, Any]:
-    return stub_probe(airflow_venv, PROBE, MARKER)
+from tests.airflow.conftest import stub_probe_fixture
+
+seen = stub_probe_fixture("scoring_stub_probe.py", "SCORING-PROBE-JSON: ")
 
 
 def test_a_model_update_scores_the_default_dataset_with_the_triggering_run(seen):

@@ -11,6 +11,7 @@ import pytest
 
 from clusterflow import spec
 from tests.airflow.conftest import DAG_ID, Airflow, leftover_containers, standalone_airflow
+from tests.fixtures.docker import writable_data_dir
 
 pytestmark = pytest.mark.container
 
@@ -18,9 +19,7 @@ pytestmark = pytest.mark.container
 @pytest.fixture(scope="module")
 def standalone(airflow_venv, docker_cli, tmp_path_factory) -> Iterator[Airflow]:
     home = tmp_path_factory.mktemp("standalone-home")
-    data = tmp_path_factory.mktemp("standalone-data") / "data"
-    data.mkdir()
-    data.chmod(0o777)
+    data = writable_data_dir(tmp_path_factory, "standalone-data")
     with standalone_airflow(home, data) as airflow:
         yield airflow
 

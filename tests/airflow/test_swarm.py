@@ -13,7 +13,8 @@ import pytest
 
 from clusterflow import spec
 from tests.airflow.conftest import VENV, without_timings
-from tests.airflow.test_dags_test import DagsTest, writable_data_dir
+from tests.airflow.test_dags_test import DagsTest
+from tests.fixtures.docker import writable_data_dir
 
 pytestmark = pytest.mark.container
 SWARM = {"CLUSTERFLOW_LAUNCHER": "swarm"}
@@ -78,6 +79,9 @@ def test_a_gate_breach_on_swarm_fails_evaluate_once_and_still_reports(swarm, hom
                                    "evaluate": "failed", "report": "success", "outcome": "failed"}
     assert "quality gate failed (exit 3): Error: quality gate failed for best variant k-means++" in gated.output
     assert gated.output.count("==> evaluate:") == 1
+    assert gated.result.returncode != 0 and gated.run and gated.run["state"] == "failed"
+    report = (gated.run_dir / "report/report.html").read_text()  # it still reports: the breach, documented
+    assert "quality gate failed" in report.lower() and "k-means++" in report
     assert services() == []
 
 

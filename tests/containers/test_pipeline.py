@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clusterflow import spec
-from tests.containers.conftest import image
+from tests.containers.conftest import assert_report_shows, image
 from tests.demo_reference import assert_matches_demo
 
 pytestmark = pytest.mark.container
@@ -31,9 +35,19 @@ def clusterflow_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[s
                            *args], capture_output=True, text=True, timeout=600)
 
 
+TASK_LABEL = f"{spec.LABEL_PREFIX}.task_id"
+
+
 def leftover_containers(engine, run_id: str) -> list:
     labels = [f"{spec.LABEL_PREFIX}.dag_id=local", f"{spec.LABEL_PREFIX}.run_id={run_id}"]
     return engine.containers.list(all=True, filters={"label": labels})
+
+
+def created_or_killed(engine, since: int, event: str, run_id: str) -> list[dict[str, str]]:
+    """The labels of the runner's containers of ``run_id`` the engine saw ``event`` for since then."""
+    events = engine.events(since=since, until=int(time.time()) + 1, decode=True, filters={
+        "type": "container", "event": event, "label": f"{spec.LABEL_PREFIX}.run_id={run_id}"})
+    return [e["Actor"]["Attributes"] for e in events]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +97,7 @@ def test_containers_reproduce_the_scikit_learn_demo(demo_run):
     assert metrics["ranked_by"] == "adjusted_mutual_info"
     assert metrics["best"] == max(metrics["variants"], key=lambda v: metrics["variants"][v]["adjusted_mutual_info"])
     html = (run_dir / "report/report.html").read_text()
-    assert "<table" in html and "data:image/png;base64," in html
+    assert_report_shows(html, metrics["variants"])
     # the decision-region figure, drawn by the report from what evaluate computed
     evaluate = json.loads((run_dir / "evaluate/manifest.json").read_text())
     report = json.loads((run_dir / "report/manifest.json").read_text())
@@ -93,6 +107,13 @@ def test_containers_reproduce_the_scikit_learn_demo(demo_run):
 
 
 def test_no_step_container_outlives_its_run(demo_run, engine):
+    # the runner's containers carried the labels the check filters by (else it would find none anyway)
+    _, run_dir = demo_run
+    started = json.loads((run_dir / "prepare/manifest.json").read_text())["started_at"]  # this run's, not older
+    created = created_or_killed(engine, int(dt.datetime.fromisoformat(started).timestamp()) - 30, "create", "demo")
+    # each task's step container and, but for the report, its cache commit's
+    assert Counter(e[TASK_LABEL] for e in created) == {"prepare": 2, "cluster[k-means++]": 2, "cluster[pca]": 2,
+                                                       "cluster[random]": 2, "evaluate": 2, "report": 1}
     assert leftover_containers(engine, "demo") == []
 
 
@@ -115,3 +136,31 @@ def test_a_quality_gate_breach_still_reports_then_exits_3(engine, data_dir):
     assert json.loads((run_dir / "evaluate/manifest.json").read_text())["exit_status"] == 3
     assert (run_dir / "report/report.html").is_file()
     assert leftover_containers(engine, "gated") == []
+
+
+def test_ctrl_c_removes_the_running_containers_at_once(engine, data_dir):
+    """README: "Ctrl-C ... removes the running containers at once". The signal is sent once the
+    engine reports a cluster container running (a state, not a delay); fits of 300,000 rows take
+    seconds, so it lands mid-fit, and the engine's events show the container killed before the
+    runner exits."""
+    since = int(time.time()) - 1
+    command = [str(Path(sys.executable).with_name("clusterflow")), "run", "--data-dir", str(data_dir),
+               "--run-id", "interrupted", "--dataset", "synthetic", "--n-samples", "300000", "--n-clusters", "8",
+               "--init", "k-means++", "--no-cache"]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not [c for c in leftover_containers(engine, "interrupted")
+                   if c.labels[TASK_LABEL].startswith("cluster") and c.status == "running"]:
+            assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()[0][-3000:]
+            time.sleep(0.2)
+        runner.send_signal(signal.SIGINT)
+        output = runner.communicate(timeout=120)[0]
+    finally:
+        runner.kill()
+    assert runner.returncode == 1 and output.rstrip().endswith("Aborted!"), output[-3000:]
+    assert "Traceback" not in output
+    assert leftover_containers(engine, "interrupted") == []
+    killed = created_or_killed(engine, since, "kill", "interrupted")
+    assert [e for e in killed if e[TASK_LABEL].startswith("cluster")], "no cluster container was killed"
+    assert not (data_dir / "runs/interrupted/report").exists()

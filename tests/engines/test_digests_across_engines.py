@@ -24,7 +24,8 @@ import pytest
 
 from clusterflow import pinning, spec
 from tests.airflow.conftest import without_timings
-from tests.airflow.test_dags_test import DagsTest, home, writable_data_dir  # noqa: F401
+from tests.airflow.test_dags_test import DagsTest, home  # noqa: F401
+from tests.fixtures.docker import writable_data_dir
 from tests.containers.test_cache import TASKS, hits
 from tests.fixtures.engines import on
 

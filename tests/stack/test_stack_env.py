@@ -50,6 +50,22 @@ def test_secrets_are_files_only_kept_across_calls_and_private(tmp_path: Path):
     assert listed.split() == ["??", ".env"], listed
 
 
+def test_a_missing_secret_is_added_and_the_others_are_kept(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    assert stack_env(env_file).returncode == 0
+    secrets = tmp_path / ".env.secrets"
+    before = {name: (secrets / name).read_text() for name in SECRET_NAMES}
+    (secrets / "redis_password").unlink()
+    (secrets / "airflow_fernet_key").write_text("the operator's own key")
+    assert stack_env(env_file).returncode == 0
+    after = {name: (secrets / name).read_text() for name in SECRET_NAMES}
+    assert len(after["redis_password"]) >= 43 and after["redis_password"] != before["redis_password"]
+    assert after["airflow_fernet_key"] == "the operator's own key"  # never overwritten
+    assert {k: v for k, v in after.items() if k not in ("redis_password", "airflow_fernet_key")} == \
+        {k: v for k, v in before.items() if k not in ("redis_password", "airflow_fernet_key")}
+    assert stat.S_IMODE((secrets / "redis_password").stat().st_mode) == 0o644
+
+
 def test_a_secret_in_an_older_env_moves_into_its_file(tmp_path: Path):
     env_file = tmp_path / ".env"
     env_file.write_text("POSTGRES_PASSWORD=kept-from-before\nAIRFLOW_PORT=9090\n"

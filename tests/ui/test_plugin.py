@@ -25,6 +25,7 @@ from clusterflow import spec
 from clusterflow_steps.launch import manifest_line
 from tests.airflow.conftest import DAG_ID, Airflow, standalone_airflow
 from tests.steps.report_fixtures import blobs, make_run
+from tests.fixtures.docker import writable_data_dir
 
 # The policy as the README states it (not the plugin's own constant): a loosened CSP fails here.
 PROMISED_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'; "
@@ -39,9 +40,7 @@ FIXTURE_ARI = {"fixture-low": 0.111, "fixture-high": 0.999}
 @pytest.fixture(scope="module")
 def standalone(airflow_venv, docker_cli, tmp_path_factory) -> Iterator[Airflow]:  # noqa: F811
     home = tmp_path_factory.mktemp("ui-home")
-    data = tmp_path_factory.mktemp("ui-data") / "data"
-    data.mkdir()
-    data.chmod(0o777)
+    data = writable_data_dir(tmp_path_factory, "ui-data")
     small = blobs(n_samples=60, n_features=3, centers=3)
     for run_id, ari in FIXTURE_ARI.items():
         make_run(data, run_id, dataset="synthetic", data=small, variants=("random",),

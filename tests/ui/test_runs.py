@@ -200,3 +200,12 @@ def test_an_empty_runs_table_spans_every_column():
     page = render({})
     header_cells = page[page.index("<thead>"):page.index("</thead>")].count("<th ")
     assert header_cells == 10 and f'<td colspan="{header_cells}">No runs under the data root yet.' in page
+
+
+def test_the_trend_plots_at_most_the_newest_200_runs():
+    """The README's cap: 250 runs with the metric, the trend holds the newest 200, oldest first."""
+    many = [runs.RunSummary(run_id=f"run-{i:03d}", date=f"2026-11-{1 + i // 24:02d}T{i % 24:02d}:00:00+00:00",
+                            params=(), best="pca", scores={"adjusted_mutual_info": i / 250}, gate="passed",
+                            gate_detail="", has_report=True) for i in range(250)]
+    shown = runs.trend(many[::-1], "adjusted_mutual_info")
+    assert [r.run_id for r in shown] == [f"run-{i:03d}" for i in range(50, 250)]
