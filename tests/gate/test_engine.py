@@ -26,6 +26,12 @@ SOCKET = "/var/run/docker.sock"
 PREPARE = f"clusterflow/prepare:{VERSION}"
 
 
+@pytest.fixture(scope="module")
+def engine(docker_cli: str) -> docker.DockerClient:
+    """The real engine: this directory's conftest's ``engine`` is the fake the other gate tests talk to."""
+    return docker.from_env()
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     root = tmp_path / "data"
@@ -42,13 +48,13 @@ def gate_env(data_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def gate(docker_cli: str, data_dir: Path) -> Iterator[docker.DockerClient]:  # noqa: F811
+def gate(docker_cli: str, data_dir: Path) -> Iterator[docker.DockerClient]:
     for url in serve(gate_env(data_dir)):
         yield docker.DockerClient(base_url=url.replace("http://", "tcp://"))
 
 
 @pytest.fixture(scope="session")
-def gate_image(docker_cli: str) -> str:  # noqa: F811
+def gate_image(docker_cli: str) -> str:
     build = subprocess.run([str(REPO / "scripts/build-stack-images.sh"), "--gate"], capture_output=True, text=True,
                            timeout=900)
     if build.returncode:
@@ -76,7 +82,7 @@ def run_prepare(client: docker.DockerClient, data_dir: Path) -> list[str]:
 
 
 def test_escapes_are_refused_and_a_step_runs_through_the_gate(gate: docker.DockerClient,
-                                                              engine: docker.DockerClient,  # noqa: F811
+                                                              engine: docker.DockerClient,
                                                               data_dir: Path) -> None:
     assert_escapes_refused(gate, data_dir)
     run_prepare(gate, data_dir)
@@ -85,7 +91,7 @@ def test_escapes_are_refused_and_a_step_runs_through_the_gate(gate: docker.Docke
 
 
 def test_dockeroperator_streams_a_step_and_its_commit_through_the_gate(gate: docker.DockerClient, data_dir: Path,
-                                                                       engine: docker.DockerClient) -> None:  # noqa: F811
+                                                                       engine: docker.DockerClient) -> None:
     url = gate.api.base_url.replace("http://", "tcp://")
     probe = subprocess.run([str(AIRFLOW_PYTHON), str(Path(__file__).with_name("operator_probe.py")), url,
                             str(data_dir)], capture_output=True, text=True, timeout=300, cwd=REPO,
@@ -99,7 +105,7 @@ def test_dockeroperator_streams_a_step_and_its_commit_through_the_gate(gate: doc
 
 
 def test_the_gate_image_holds_the_socket_and_nothing_more(gate_image: str,
-                                                          engine: docker.DockerClient,  # noqa: F811
+                                                          engine: docker.DockerClient,
                                                           data_dir: Path) -> None:
     port = free_port()
     container = engine.containers.run(

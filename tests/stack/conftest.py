@@ -115,7 +115,7 @@ def compose_command() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def stack_images(docker_cli: str) -> str:  # noqa: F811
+def stack_images(docker_cli: str) -> str:
     """Build the Airflow image (and the stand-ins where needed); their `NAME=image` lines."""
     build = subprocess.run([str(REPO / "scripts/build-stack-images.sh")], capture_output=True, text=True,
                            timeout=1800)

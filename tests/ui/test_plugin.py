@@ -38,7 +38,7 @@ FIXTURE_ARI = {"fixture-low": 0.111, "fixture-high": 0.999}
 
 
 @pytest.fixture(scope="module")
-def standalone(airflow_venv, docker_cli, tmp_path_factory) -> Iterator[Airflow]:  # noqa: F811
+def standalone(airflow_venv, docker_cli, tmp_path_factory) -> Iterator[Airflow]:
     home = tmp_path_factory.mktemp("ui-home")
     data = writable_data_dir(tmp_path_factory, "ui-data")
     small = blobs(n_samples=60, n_features=3, centers=3)
@@ -150,6 +150,14 @@ def test_it_refuses_traversal_absolute_paths_and_symlinks_out_of_the_data_root(s
     status, _, body = raw_get(standalone, path)
     assert status in (400, 404) and b"<title>Not served</title>" in body, (path, status, body[-300:])
     assert SECRET.encode() not in body and b"root:" not in body
+
+
+@pytest.mark.parametrize("query", ["sort=bogus", "order=sideways", "metric=accuracy", "sort=run_id%27%3E"])
+def test_the_runs_page_answers_a_bad_sort_order_or_metric_with_400_and_what_to_give(standalone, query):
+    status, headers, body = raw_get(standalone, f"/clusterflow/runs?{query}")
+    assert status == 400 and b"<title>Bad request</title>" in body, (query, status, body[-300:])
+    assert b"sort by one of" in body and b"order asc or desc" in body
+    assert b"run_id'>" not in body and headers["content-security-policy"] == PROMISED_CSP
 
 
 def snapshot(*folders: Path) -> list[tuple[str, int]]:
