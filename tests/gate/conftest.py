@@ -46,7 +46,7 @@ def serve(env: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[fake_engine.Engine]:
+def fake_docker(tmp_path: Path) -> Iterator[fake_engine.Engine]:
     found = fake_engine.start(tmp_path / "engine.sock")
     yield found
     found.shutdown()
@@ -76,7 +76,7 @@ def gate_env(data_root: Path, inputs: Path, tmp_path: Path, **extra: str) -> dic
 
 
 @pytest.fixture
-def gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
+def gate(fake_docker: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
     yield from serve(gate_env(data_root, inputs, tmp_path))
 
 
@@ -88,7 +88,7 @@ PINNED_PREPARE = f"{REGISTRY}/clusterflow/prepare@{PUBLISHED['prepare']}"
 
 
 @pytest.fixture
-def pinned_gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
+def pinned_gate(fake_docker: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
     """A gate given the digests file of a publish to 127.0.0.1:5000."""
     digests = tmp_path / "digests.json"
     digests.write_text(json.dumps({"registry": REGISTRY, "version": "0.1.0", "commit": "c" * 40, "images": {
@@ -97,6 +97,6 @@ def pinned_gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_p
 
 
 @pytest.fixture
-def registry_gate(engine: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
+def registry_gate(fake_docker: fake_engine.Engine, data_root: Path, inputs: Path, tmp_path: Path) -> Iterator[str]:
     """A gate given only CLUSTERFLOW_REGISTRY=127.0.0.1:5000."""
     yield from serve(gate_env(data_root, inputs, tmp_path, CLUSTERFLOW_REGISTRY=REGISTRY))

@@ -29,8 +29,8 @@ HARDENED = {"NetworkMode": "none", "ReadonlyRootfs": True, "CapDrop": ["ALL"], "
             "Memory": 2 << 30, "NanoCpus": 2_000_000_000}
 
 
-def creates(engine: fake_engine.Engine) -> list[dict[str, Any]]:
-    return [r for r in engine.requests if r["path"].endswith("/containers/create")]
+def creates(fake_docker: fake_engine.Engine) -> list[dict[str, Any]]:
+    return [r for r in fake_docker.requests if r["path"].endswith("/containers/create")]
 
 
 def client(url: str) -> docker.DockerClient:
@@ -46,14 +46,14 @@ def assert_canonical(request: dict[str, Any], mounts: list[dict[str, Any]]) -> d
     return body
 
 
-def test_the_local_runner_launches_a_step_and_its_commit_through_the_gate(gate: str, engine: Any,
+def test_the_local_runner_launches_a_step_and_its_commit_through_the_gate(gate: str, fake_docker: Any,
                                                                           data_root: Path) -> None:
     local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
     task = spec.stages("r1", spec.PipelineParams(), spec.local_images("0.1.0"))[0][0]
     digest = local.ensure_image(task.image)
     assert local.run_task(task, "r1", spec.mounts(str(data_root)), digest) == 0
     assert local.run_task(task.commit(), "r1", spec.mounts(str(data_root), commit=True), digest) == 0
-    step, commit = creates(engine)
+    step, commit = creates(fake_docker)
     data, cache = str(data_root), f"{data_root}/cache"
     assert_canonical(step, [{"Target": "/data", "Source": data, "Type": "bind", "ReadOnly": False},
                             {"Target": "/data/cache", "Source": cache, "Type": "bind", "ReadOnly": True}])
@@ -62,14 +62,14 @@ def test_the_local_runner_launches_a_step_and_its_commit_through_the_gate(gate: 
     assert body["Cmd"][-1] == "--commit-cache"
 
 
-def test_a_dataset_from_the_allowed_input_directory_is_mounted_read_only(gate: str, engine: Any, data_root: Path,
+def test_a_dataset_from_the_allowed_input_directory_is_mounted_read_only(gate: str, fake_docker: Any, data_root: Path,
                                                                          inputs: Path) -> None:
     (inputs / "link.csv").symlink_to(inputs / "points.csv")
     params = spec.PipelineParams(dataset=str(inputs / "link.csv"))
     local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
     task = spec.stages("r1", params, spec.local_images("0.1.0"))[0][0]
     assert local.run_task(task, "r1", spec.mounts(str(data_root), params.dataset), local.ensure_image(task.image)) == 0
-    (request,) = creates(engine)
+    (request,) = creates(fake_docker)
     mounts = json.loads(request["body"])["HostConfig"]["Mounts"]
     # the link as the gate resolved it: what is mounted is what was checked
     assert mounts[2] == {"Target": "/input/link.csv", "Source": str(inputs / "points.csv"), "Type": "bind",
@@ -80,17 +80,17 @@ LIMITS = {"CLUSTERFLOW_STEP_MEMORY": "2g", "CLUSTERFLOW_STEP_CPUS": "2"}
 
 
 @pytest.fixture
-def volume_gate(engine: fake_engine.Engine, tmp_path: Path) -> Iterator[str]:
+def volume_gate(fake_docker: fake_engine.Engine, tmp_path: Path) -> Iterator[str]:
     yield from serve({config.SOCKET_ENV: str(tmp_path / "engine.sock"), config.DATA_SOURCE_ENV: "clusterflow-data",
                       **LIMITS})
 
 
-def test_dockeroperator_launches_a_step_and_its_commit_through_the_gate(volume_gate: str, engine: Any) -> None:
+def test_dockeroperator_launches_a_step_and_its_commit_through_the_gate(volume_gate: str, fake_docker: Any) -> None:
     probe = subprocess.run([str(AIRFLOW_PYTHON), str(Path(__file__).with_name("operator_probe.py")),
                             volume_gate.replace("http://", "tcp://"), "clusterflow-data"],
                            capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **LIMITS})
     assert probe.returncode == 0, probe.stderr[-3000:]
-    step, commit = creates(engine)
+    step, commit = creates(fake_docker)
     assert (step["query"], commit["query"]) == ("name=clusterflow.r1.prepare", "name=clusterflow.r1.prepare.commit")
     # DockerOperator's defaults (ExposedPorts, PortBindings, Ulimits, LogConfig, CpuShares) are dropped
     assert_canonical(step, [
@@ -99,34 +99,34 @@ def test_dockeroperator_launches_a_step_and_its_commit_through_the_gate(volume_g
     assert_canonical(commit, [
         {"Target": "/data", "Source": "clusterflow-data", "Type": "volume", "ReadOnly": True},
         {"Target": "/data/cache", "Source": "clusterflow-data-cache", "Type": "volume", "ReadOnly": False}])
-    calls = [(r["method"], r["path"]) for r in engine.requests]
+    calls = [(r["method"], r["path"]) for r in fake_docker.requests]
     # the orphan check by name, then attach (upgraded), start, wait, remove: each on the full id
     assert ("DELETE", "/v1.41/containers/cfid0001") in calls and ("POST", "/v1.41/containers/cfid0001/attach") in calls
-    attach = next(r for r in engine.requests if r["path"].endswith("/attach"))
+    attach = next(r for r in fake_docker.requests if r["path"].endswith("/attach"))
     headers = {k.lower(): v for k, v in attach["headers"].items()}
     assert (headers["connection"], headers["upgrade"]) == ("Upgrade", "tcp")
 
 
-def test_calls_on_a_step_container_reach_it_by_its_full_id(gate: str, engine: Any) -> None:
+def test_calls_on_a_step_container_reach_it_by_its_full_id(gate: str, fake_docker: Any) -> None:
     api = client(gate).api
     api.start("clusterflow.r1.prepare")
     assert api.wait("clusterflow.r1.prepare")["StatusCode"] == 0
     assert api.logs("clusterflow.r1.prepare", follow=True) == b"hello\n"
     assert b"".join(api.attach("clusterflow.r1.prepare", stream=True)) == b"hello\n"  # through the upgrade
     api.remove_container("clusterflow.r1.prepare", force=True)
-    forwarded = [(r["method"], r["path"]) for r in engine.requests if not r["path"].endswith("/json")]
+    forwarded = [(r["method"], r["path"]) for r in fake_docker.requests if not r["path"].endswith("/json")]
     assert forwarded == [("POST", "/v1.41/containers/cfid0001/start"), ("POST", "/v1.41/containers/cfid0001/wait"),
                          ("GET", "/v1.41/containers/cfid0001/logs"), ("POST", "/v1.41/containers/cfid0001/attach"),
                          ("DELETE", "/v1.41/containers/cfid0001")]
 
 
-def test_a_missing_container_gets_the_engines_404(gate: str, engine: Any) -> None:
+def test_a_missing_container_gets_the_engines_404(gate: str, fake_docker: Any) -> None:
     with pytest.raises(docker.errors.NotFound, match="No such container: gone"):
         client(gate).api.remove_container("gone", force=True)
-    assert [(r["method"], r["path"]) for r in engine.requests] == [("GET", "/v1.41/containers/gone/json")]
+    assert [(r["method"], r["path"]) for r in fake_docker.requests] == [("GET", "/v1.41/containers/gone/json")]
 
 
-def test_ping_version_and_the_step_images(gate: str, engine: Any) -> None:
+def test_ping_version_and_the_step_images(gate: str, fake_docker: Any) -> None:
     api = client(gate).api
     assert api.ping() is True and api.version()["ApiVersion"] == "1.41"
     assert api.images(name="clusterflow/prepare:0.1.0")
@@ -134,18 +134,18 @@ def test_ping_version_and_the_step_images(gate: str, engine: Any) -> None:
     assert raw(gate, "HEAD", "/_ping") == (200, {})  # the engine's Content-Length passed on, no body
 
 
-def test_a_pinned_digest_is_pulled_through_and_its_progress_streams_back(pinned_gate: str, engine: Any) -> None:
+def test_a_pinned_digest_is_pulled_through_and_its_progress_streams_back(pinned_gate: str, fake_docker: Any) -> None:
     progress = list(client(pinned_gate).api.pull(f"{REGISTRY}/clusterflow/prepare", tag=PUBLISHED["prepare"],
                                                  stream=True, decode=True))
     assert progress == fake_engine.PULL_PROGRESS
-    (request,) = engine.requests
+    (request,) = fake_docker.requests
     assert (request["method"], request["path"]) == ("POST", "/v1.41/images/create")
     assert urllib.parse.parse_qs(request["query"]) == {"fromImage": [f"{REGISTRY}/clusterflow/prepare"],
                                                        "tag": [PUBLISHED["prepare"]]}
     assert "X-Registry-Auth" not in request["headers"]
 
 
-def test_the_local_runner_pulls_and_launches_a_pinned_step_through_the_gate(pinned_gate: str, engine: Any,
+def test_the_local_runner_pulls_and_launches_a_pinned_step_through_the_gate(pinned_gate: str, fake_docker: Any,
                                                                              data_root: Path) -> None:
     lines: list[str] = []
     local = runner.LocalRunner(client(pinned_gate), data_root, log=lines.append)
@@ -154,16 +154,16 @@ def test_the_local_runner_pulls_and_launches_a_pinned_step_through_the_gate(pinn
     task = spec.stages("r1", spec.PipelineParams(), images)[0][0]
     assert local.run_task(task, "r1", spec.mounts(str(data_root)), local.ensure_image(task.image)) == 0
     assert lines[0].startswith(f"pulled {PINNED_PREPARE} in ")
-    body = json.loads(creates(engine)[0]["body"])
+    body = json.loads(creates(fake_docker)[0]["body"])
     assert body["Image"] == PINNED_PREPARE
     assert body["Env"] == [f"CLUSTERFLOW_IMAGE={PINNED_PREPARE}", f"CLUSTERFLOW_IMAGE_DIGEST={PUBLISHED['prepare']}"]
 
 
-def test_a_registry_gate_resolves_the_tag_once_and_admits_that_digest(registry_gate: str, engine: Any) -> None:
+def test_a_registry_gate_resolves_the_tag_once_and_admits_that_digest(registry_gate: str, fake_docker: Any) -> None:
     api = client(registry_gate).api
     images = pinning.resolve({pinning.REGISTRY_ENV: REGISTRY}, "0.1.0", pinning.engine_digests(api))
     assert images.refs["cluster"] == f"{REGISTRY}/clusterflow/cluster@{fake_engine.DISTRIBUTION_DIGEST}"
-    asked = [r["path"] for r in engine.requests if "/distribution/" in r["path"]]
+    asked = [r["path"] for r in fake_docker.requests if "/distribution/" in r["path"]]
     assert asked == [f"/v1.41/distribution/{REGISTRY}/clusterflow/{step}:0.1.0/json" for step in spec.STEPS]
     assert list(api.pull(f"{REGISTRY}/clusterflow/cluster", tag=fake_engine.DISTRIBUTION_DIGEST, stream=True,
                          decode=True)) == fake_engine.PULL_PROGRESS

@@ -12,13 +12,13 @@ from tests.gate.conftest import PUBLISHED, REGISTRY
 from tests.gate.test_admitted import client, creates
 
 
-def test_the_local_runner_assigns_through_the_gate_with_the_dataset_read_only(gate: str, engine: Any,
+def test_the_local_runner_assigns_through_the_gate_with_the_dataset_read_only(gate: str, fake_docker: Any,
                                                                               data_root: Path, inputs: Path) -> None:
     (data_root / "runs" / "r1").mkdir(parents=True, exist_ok=True)
     local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
     summary = local.assign(spec.RunId("r1"), str(inputs / "points.csv"), pinning.local("0.1.0", (spec.ASSIGN,)))
     assert summary == data_root.resolve() / "runs" / "r1" / "assign" / "summary.json"
-    step, commit = (json.loads(r["body"]) for r in creates(engine))
+    step, commit = (json.loads(r["body"]) for r in creates(fake_docker))
     assert step["Image"] == "clusterflow/assign:0.1.0"
     assert step["Cmd"] == ["--run-id", "r1", "--dataset", "/input/points.csv"]
     assert step["HostConfig"]["Mounts"][2] == {"Target": "/input/points.csv", "Source": str(inputs / "points.csv"),

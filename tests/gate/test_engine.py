@@ -26,12 +26,6 @@ SOCKET = "/var/run/docker.sock"
 PREPARE = f"clusterflow/prepare:{VERSION}"
 
 
-@pytest.fixture(scope="module")
-def engine(docker_cli: str) -> docker.DockerClient:
-    """The real engine: this directory's conftest's ``engine`` is the fake the other gate tests talk to."""
-    return docker.from_env()
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     root = tmp_path / "data"

@@ -276,7 +276,7 @@ IMAGE_CASES: list[tuple[str, str, tuple[str, str, bytes | None], list[tuple[str,
 
 @pytest.mark.parametrize("name, fixture, request_, headers, status, rule", IMAGE_CASES,
                          ids=[c[0] for c in IMAGE_CASES])
-def test_image_rules_refuse_and_nothing_reaches_the_engine(request: pytest.FixtureRequest, engine: Any,
+def test_image_rules_refuse_and_nothing_reaches_the_engine(request: pytest.FixtureRequest, fake_docker: Any,
                                                            data_root: Path, name: str, fixture: str, request_: tuple,
                                                            headers: list, status: int, rule: str) -> None:
     url = request.getfixturevalue(fixture)
@@ -284,7 +284,7 @@ def test_image_rules_refuse_and_nothing_reaches_the_engine(request: pytest.Fixtu
     if body is not None:
         body = body.replace(DATA.encode(), str(data_root).encode())
     got, answer = raw(url, method, path, body, headers)
-    assert (got, engine.requests) == (status, [])
+    assert (got, fake_docker.requests) == (status, [])
     assert answer["message"].startswith("clusterflow launch gate: ") and rule in answer["message"], answer
 
 
@@ -303,29 +303,29 @@ def planted(inputs: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name, request_, headers, status, rule", CASES, ids=[c[0] for c in CASES])
-def test_refused_and_nothing_reaches_the_engine(gate: str, engine: Any, data_root: Path, planted: Path, name: str,
+def test_refused_and_nothing_reaches_the_engine(gate: str, fake_docker: Any, data_root: Path, planted: Path, name: str,
                                                 request_: tuple, headers: list, status: int, rule: str,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     method, path, body = request_
     if body is not None:
         body = body.replace(DATA.encode(), str(data_root).encode()).replace(b"@INPUTS@", str(planted).encode())
     got, answer = raw(gate, method, path, body, headers)
-    assert (got, engine.requests) == (status, [])
+    assert (got, fake_docker.requests) == (status, [])
     assert answer["message"].startswith("clusterflow launch gate: ") and rule in answer["message"], answer
     refusals = [r.getMessage() for r in caplog.records if r.name == "clusterflow.gate"]
     assert len(refusals) == 1 and refusals[0].startswith(f"refused {method} ") and rule in refusals[0]
 
 
 @pytest.mark.parametrize("name, request_", OTHER, ids=[c[0] for c in OTHER])
-def test_calls_on_a_container_without_the_clusterflow_labels_are_refused(gate: str, engine: Any, name: str,
+def test_calls_on_a_container_without_the_clusterflow_labels_are_refused(gate: str, fake_docker: Any, name: str,
                                                                          request_: tuple) -> None:
     method, path, body = request_
     got, answer = raw(gate, method, path, body)
     assert got == 403 and "not a clusterflow step container" in answer["message"]
-    assert [(r["method"], r["path"]) for r in engine.requests] == [("GET", "/v1.41/containers/other/json")]
+    assert [(r["method"], r["path"]) for r in fake_docker.requests] == [("GET", "/v1.41/containers/other/json")]
 
 
-def test_a_refusal_leaves_the_connection_usable(gate: str, engine: Any) -> None:
+def test_a_refusal_leaves_the_connection_usable(gate: str, fake_docker: Any) -> None:
     import http.client
     conn = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(gate).port, timeout=10)
     conn.request("POST", "/containers/cfid0001/exec", body=b"{}")
