@@ -248,38 +248,54 @@ def test_two_concurrent_runs_with_different_params_keep_apart(scheduler, engine)
 
 def test_a_step_over_its_execution_timeout_is_killed_and_its_container_removed(airflow_venv, docker_cli, engine,
                                                                               tmp_path):
+    """Every try of prepare outlives its timeout by construction, not by luck: at 0.01 CPUs its
+    container needs minutes for the ~1 s of CPU that importing and loading digits take, so each of
+    the three tries is still running when its 8 s run out. What the engine did is read from its
+    events (start, kill, destroy of each try's container), not sampled while it happened."""
     data = tmp_path / "data"
     data.mkdir()
     data.chmod(0o777)
-    env = airflow_environment(tmp_path / "home", data, CLUSTERFLOW_TASK_TIMEOUT_SECONDS="3",
-                              CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS="1")
-    conf = {"dataset": "synthetic", "n_samples": 3_000_000, "n_features": 16, "inits": ["pca"], "n_init": 1}
-    labels = {"label": [f"io.clusterflow.dag_id={DAG_ID}", "io.clusterflow.task_id=prepare"]}
-    seen: dict[str, set[str]] = {}  # run id label -> statuses of its prepare containers, while they ran
+    slow = {spec.STEP_CPUS_ENV: "0.01"}
+    env = airflow_environment(tmp_path / "home", data, CLUSTERFLOW_TASK_TIMEOUT_SECONDS="8",
+                              CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS="1", **slow)
+    labels = {"type": "container", "label": [f"io.clusterflow.dag_id={DAG_ID}", "io.clusterflow.task_id=prepare"]}
+    since = int(time.time()) - 1
+    host_config: dict[str, Any] = {}  # of the first prepare container, inspected on its start event
+    events = engine.events(since=since, decode=True, filters={**labels, "event": "start"})
+
+    def inspect_first_start() -> None:
+        for event in events:
+            with contextlib.suppress(docker.errors.NotFound):
+                host_config.update(engine.api.inspect_container(event["id"])["HostConfig"])
+            return
+
+    inspector = threading.Thread(target=inspect_first_start, daemon=True)
+    inspector.start()
     started = time.monotonic()
-    test = subprocess.Popen([str(AIRFLOW_SH), "test", "-c", json.dumps(conf)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    host_config: dict[str, Any] = {}  # of a running prepare container, as the engine has it
-    while test.poll() is None:
-        for container in engine.containers.list(all=True, filters=labels):
-            seen.setdefault(container.labels["io.clusterflow.run_id"], set()).add(container.status)
-            if container.status == "running" and not host_config:
-                with contextlib.suppress(docker.errors.NotFound):
-                    host_config = engine.api.inspect_container(container.id)["HostConfig"]
-        time.sleep(0.2)
-    output = test.stdout.read()
-    print(f"airflow dags test with a 3 s timeout: {time.monotonic() - started:.1f} s")
+    test = subprocess.run([str(AIRFLOW_SH), "test", "-c", json.dumps({"inits": ["pca"], "n_init": 1})], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    events.close()
+    inspector.join(10)
+    output = test.stdout
+    print(f"airflow dags test with an 8 s timeout: {time.monotonic() - started:.1f} s")
     assert test.returncode != 0
     listed = airflow(env, "dags", "list-runs", DAG_ID, "-o", "json")
     run_id = spec.safe_run_id(json.loads(listed.stdout.strip().splitlines()[-1])[0]["run_id"])
-    assert "running" in seen.get(run_id, set()), (seen, output[-4000:])  # prepare's container did run
-    assert output.count("==> prepare:") == 3  # the first try and both retries, each timed out
+    seen = engine.events(since=since, until=int(time.time()) + 1, decode=True,
+                         filters={**labels, "label": [*labels["label"], f"io.clusterflow.run_id={run_id}"]})
+    by_container: dict[str, list[str]] = {}
+    for event in seen:
+        by_container.setdefault(event["id"], []).append(event["status"])
+    assert len(by_container) == 3, (by_container, output[-4000:])  # the first try and both retries
+    for statuses in by_container.values():  # each started, was killed while running, and removed
+        assert [s for s in statuses if s in ("start", "kill", "destroy")] == ["start", "kill", "destroy"], statuses
+    assert output.count("==> prepare:") == 3
     assert output.count("AirflowTaskTimeout") >= 3, output[-4000:]
     assert "NotFound" not in output  # on_kill found the container removed and said so
     assert leftover_containers(engine, dag_id=DAG_ID, run_id=run_id) == []
     assert not (data / "runs" / run_id / "prepare").exists()  # nothing half-written in place
     # The DAG's containers are hardened and limited like the local runner's (spec.CONTAINER_POLICY).
-    limits = spec.step_limits()
+    limits = spec.step_limits(env)
     assert host_config["NetworkMode"] == "none" and host_config["ReadonlyRootfs"] is True, host_config
     assert host_config["CapDrop"] == ["ALL"] and host_config["SecurityOpt"] == ["no-new-privileges"]
     assert "/tmp" in host_config["Tmpfs"]
