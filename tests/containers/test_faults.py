@@ -27,6 +27,7 @@ from clusterflow.runner import LocalRunner
 from clusterflow.version import VERSION
 from tests.containers.conftest import image
 from tests.containers.test_pipeline import clusterflow_run, leftover_containers
+from tests.fixtures.root import needs_root
 
 pytestmark = pytest.mark.container
 
@@ -214,11 +215,9 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
 # --- a data root that refuses writes -------------------------------------------------------------
 
 @pytest.fixture
+@needs_root  # mount
 def small_tmpfs(tmp_path):
-    """A 2 MiB tmpfs as the data root (mounting needs root, as the CI runs the tests)."""
-    if os.getuid() != 0:
-        pytest.fail("mounting a small tmpfs as the data root needs root: run the tests as root (CI does)",
-                    pytrace=False)
+    """A 2 MiB tmpfs as the data root."""
     root = tmp_path / "full"
     root.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", str(root)], check=True)
