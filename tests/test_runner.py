@@ -15,15 +15,21 @@ from clusterflow.runner import LocalRunner, PipelineFailed, PipelineImageMissing
 
 
 class FakeEngine:
-    """Just enough of ``docker.DockerClient``: each container runs ``seconds`` (``slow`` ones 30 s), exits."""
+    """Just enough of ``docker.DockerClient``: each container runs ``seconds`` (``slow`` ones 30 s), exits.
+
+    With ``clusters_together=N`` a started cluster container first waits (at most 30 s) until N
+    containers have run at once: whether the runner starts the variants side by side no longer
+    depends on how fast threads get scheduled, and a runner that ran them one by one shows it as
+    ``most_at_once`` below N."""
 
     def __init__(self, seconds: float = 0.2, exit_codes: dict[str, int] | None = None,
                  fail_start: str | None = None, slow: tuple[str, ...] = (), lines: dict[str, str] | None = None,
-                 present: set[str] | None = None):
+                 present: set[str] | None = None, clusters_together: int = 0):
         self.seconds, self.exit_codes, self.fail_start = seconds, exit_codes or {}, fail_start
         self.slow = slow  # these tasks run 30 s
+        self.clusters_together = clusters_together
         self.lines = lines or {}  # what a task logs (default: "<task> done")
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.running = self.most_at_once = 0
         self.started: list[str] = []
         self.removed: list[str] = []
@@ -68,9 +74,14 @@ class FakeContainer:
             self.engine.started.append(self.task)
             self.engine.running += 1
             self.engine.most_at_once = max(self.engine.most_at_once, self.engine.running)
+            self.engine.lock.notify_all()
 
     def logs(self, **kwargs):
         # "runs" until its time is up or it is removed
+        if self.task.startswith("cluster[") and not self.task.endswith(" commit"):
+            with self.engine.lock:
+                self.engine.lock.wait_for(lambda: self.gone.is_set()
+                                          or self.engine.most_at_once >= self.engine.clusters_together, timeout=30)
         self.gone.wait(30 if self.task in self.engine.slow else self.engine.seconds)
         with self.engine.lock:
             self.engine.running -= 1
@@ -83,6 +94,7 @@ class FakeContainer:
         self.gone.set()
         with self.engine.lock:
             self.engine.removed.append(self.task)
+            self.engine.lock.notify_all()
 
 
 VARIANTS = ["cluster[k-means++]", "cluster[random]", "cluster[pca]"]
@@ -146,7 +158,7 @@ def test_a_failed_pull_names_the_image_and_what_to_check(tmp_path):
 
 
 def test_the_cluster_variants_run_at_once_and_the_stages_in_order(tmp_path):
-    engine = FakeEngine()
+    engine = FakeEngine(clusters_together=3)
     lines = run(engine, tmp_path)
     assert engine.most_at_once == 3
     started = engine.steps_started
@@ -214,7 +226,7 @@ def test_a_task_whose_step_logged_a_cache_hit_gets_no_commit(tmp_path):
 
 
 def test_a_sweep_runs_one_task_per_variant_and_k_at_most_the_default_cap_at_once(tmp_path):
-    engine = FakeEngine(seconds=0.05)
+    engine = FakeEngine(seconds=0.05, clusters_together=spec.PARALLEL_TASKS)
     params = spec.PipelineParams(k="2..6", inits=("k-means++", "random"))  # 10 cluster tasks
     LocalRunner(engine, tmp_path, log=lambda line: None).run("r1", params, LOCAL)
     clusters = [t for t in engine.steps_started if t.startswith("cluster[")]
