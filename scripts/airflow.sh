@@ -95,20 +95,27 @@ require_engine() {
 }
 
 data_root() {
-  # A host data root: the DAG's plan task creates each run's directory there and, as root, hands
-  # it (only it, never following a symlink) to the steps' user 10001. Any other uid creates run
-  # directories 10001 cannot write, and making the data root world-writable would let anyone
-  # plant files the steps and the UI read: say so. A named volume needs nothing.
+  # A host data root: the DAG's plan task creates each run's directory there and hands it (only
+  # it, never following a symlink) to the steps' user 10001: as root by ownership; as another uid
+  # by giving it the data root's own mode, so the steps can write it when they can write the data
+  # root. Say so when they cannot: group 10001 with chmod 2775 lets that group's members in;
+  # chmod 0777 lets anyone plant files the steps and the UI read. A named volume needs nothing.
   local dir=$CLUSTERFLOW_DATA_SOURCE
   case "$dir" in
     /*) mkdir -p "$dir" ;;
     *) return 0 ;;
   esac
-  case "$(id -u)" in
-    0 | 10001) ;;
-    *) log "warning: the steps run as uid 10001 and cannot write the run directories uid $(id -u) makes in $dir:"
-       log "  run this as root, or set CLUSTERFLOW_DATA_SOURCE to a Docker volume name (e.g. clusterflow-data)" ;;
-  esac
+  [ "$(id -u)" -ne 0 ] || return 0
+  local uid gid mode
+  read -r uid gid mode < <(stat -c '%u %g %a' "$dir")
+  mode=$((8#$mode))
+  if { [ "$uid" = 10001 ] && (( mode & 8#200 )); } || { [ "$gid" = 10001 ] && (( mode & 8#020 )); } \
+      || (( mode & 8#002 )); then
+    return 0
+  fi
+  log "warning: the steps run as uid 10001 and cannot write $dir (mode $(stat -c '%a %U:%G' "$dir")):"
+  log "  chgrp 10001 it and chmod 2775 (and put uid $(id -u) in group 10001), or run this as root,"
+  log "  or set CLUSTERFLOW_DATA_SOURCE to a Docker volume name (e.g. clusterflow-data)"
 }
 
 cmd=${1:-help}

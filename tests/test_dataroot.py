@@ -142,6 +142,37 @@ def test_as_another_user_nothing_changes_owner(tmp_path, monkeypatch):
     assert owner(run_dir) == owner(tmp_path / "data/cache") == (0, 0)  # the process's own (real) uid
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o2775, 0o755])
+def test_as_another_user_what_it_creates_gets_the_data_roots_mode(tmp_path, monkeypatch, mode):
+    """A non-root orchestrator cannot give the steps (uid 10001) what it creates: the steps can
+    write it exactly when they can write the data root (0o755: the step then says what to fix)."""
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    data = tmp_path / "data"
+    (data / "runs").mkdir(parents=True)
+    (data / "runs").chmod(0o700)  # the operator's own: kept
+    data.chmod(mode)
+    run_dir = dataroot.prepare_run_dir(data, "r1")
+    modes = {p.relative_to(data).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in (run_dir, data / "cache")}
+    assert modes == {"runs/r1": mode, "cache": mode}
+    assert stat.S_IMODE((data / "runs").stat().st_mode) == 0o700
+
+
+def test_as_the_steps_own_user_nothing_is_handed_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    monkeypatch.setattr(os, "getgid", lambda: 1000)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o777)
+    data.chmod(0o777)
+    run_dir = dataroot.prepare_run_dir(data, "r1", steps_run_as=(1000, 1000))
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o777 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_an_invalid_run_id_is_refused_before_anything_is_made(tmp_path):
     with pytest.raises(ValueError):
         dataroot.prepare_run_dir(tmp_path / "data", RunId("../escape"))

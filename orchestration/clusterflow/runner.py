@@ -60,10 +60,13 @@ class LocalRunner:
         with self._lock:  # concurrent tasks: whole lines, never interleaved halves
             self.log(line)
 
-    def container_user(self) -> str:
+    def steps_run_as(self) -> tuple[int, int]:
         """The host user (so files in the data dir are theirs); the image's user when that is root."""
         uid, gid = os.getuid(), os.getgid()
-        return spec.STEP_USER if uid == 0 else f"{uid}:{gid}"
+        return (spec.STEP_UID, spec.STEP_GID) if uid == 0 else (uid, gid)
+
+    def container_user(self) -> str:
+        return "{}:{}".format(*self.steps_run_as())
 
     def ensure_image(self, ref: str) -> str:
         """What the steps of image ``ref`` record (:func:`engine.image_digest`), pulling a pinned
@@ -119,7 +122,7 @@ class LocalRunner:
         digests = {ref: self.ensure_image(ref) for ref in dict.fromkeys(images.refs.values())}
         self._stopping.clear()
         self.data_dir = self.data_dir.resolve()
-        dataroot.prepare_run_dir(self.data_dir, run_id)
+        dataroot.prepare_run_dir(self.data_dir, run_id, self.steps_run_as())
         mounts = {commit: spec.mounts(str(self.data_dir), params.dataset, commit=commit) for commit in (False, True)}
         tasks = [t for stage in stages for t in stage]
         after_gate = [t.name for t in tasks if t.role.runs_after_gate_failure]
@@ -144,7 +147,7 @@ class LocalRunner:
         digest = self.ensure_image(task.image)
         self._stopping.clear()
         self.data_dir = self.data_dir.resolve()
-        dataroot.prepare_run_dir(self.data_dir, run_id)
+        dataroot.prepare_run_dir(self.data_dir, run_id, self.steps_run_as())
         mounts = {commit: spec.mounts(str(self.data_dir), dataset, commit=commit) for commit in (False, True)}
         (code,) = self._run_stage([task], run_id, mounts, {task.image: digest})
         if code:
