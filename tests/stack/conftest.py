@@ -14,12 +14,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.errors
 import pytest
 import requests
 
@@ -87,6 +90,30 @@ attempt("step container", lambda: client.containers.create(**step))
 attempt("privileged", lambda: client.containers.create(**step, privileged=True))
 attempt("/ bind", lambda: client.containers.create(**step, volumes={"/": {"bind": "/host", "mode": "rw"}}))
 attempt("list containers", lambda: client.containers.list(all=True))
+for name, extra in (("cap add", {"cap_add": ["SYS_ADMIN"]}), ("host pid", {"pid_mode": "host"}),
+                    ("host network", {"network_mode": "host"}), ("devices", {"devices": ["/dev/mem:/dev/mem:rwm"]}),
+                    ("sysctls", {"sysctls": {"kernel.core_pattern": "|/x"}}), ("port", {"ports": {"80/tcp": 8080}})):
+    attempt(name, lambda extra=extra: client.containers.create(**{**step, **extra}))
+# Everything else a task could ask the engine, on an admitted step container where it takes one.
+control = client.containers.create(**step)
+for name, method, path, body in (
+        ("exec", "POST", f"/containers/{control.id}/exec", {"Cmd": ["sh"]}),
+        ("archive", "GET", f"/containers/{control.id}/archive?path=/", None),
+        ("export", "GET", f"/containers/{control.id}/export", None),
+        ("update", "POST", f"/containers/{control.id}/update", {"Memory": 0}),
+        ("commit", "POST", f"/commit?container={control.id}", None),
+        ("info", "GET", "/info", None), ("events", "GET", "/events", None), ("system df", "GET", "/system/df", None),
+        ("bind volume", "POST", "/volumes/create",
+         {"Name": "x", "DriverOpts": {"type": "none", "o": "bind", "device": "/"}}),
+        ("network", "POST", "/networks/create", {"Name": "x"}), ("build", "POST", "/build", None),
+        ("swarm", "POST", "/swarm/init", {}), ("services", "GET", "/services", None),
+        ("other pull", "POST", "/images/create?fromImage=alpine&tag=latest", None),
+        ("push", "POST", "/images/clusterflow/prepare/push", None),
+        ("plugin", "POST", "/plugins/pull?remote=x", [])):
+    answer = client.api.request(method, client.api._url(path), json=body, timeout=30, stream=True)
+    found[name] = [answer.status_code, answer.json().get("message", "") if answer.status_code == 403 else ""]
+    answer.close()
+control.remove(force=True)
 found["ping"] = client.ping()
 print(json.dumps(found))
 """
@@ -287,13 +314,20 @@ def assert_nothing_left(stack: Stack) -> None:
 
 
 def assert_the_gate_admits_only_the_step_container(probes: dict[str, Any]) -> None:
-    """GATE_PROBE's findings: the DAG's own create admitted; each escape and the listing refused
-    with a 403 whose message names the rule broken."""
-    assert probes["ping"] is True, probes
-    assert probes["step container"] == [200, "admitted"], probes
-    for probe, rule in (("privileged", "Privileged"), ("/ bind", "Binds"), ("list containers", "/containers/json")):
-        status, message = probes[probe]
-        assert status == 403 and message.startswith("clusterflow launch gate: ") and rule in message, (probe, probes)
+    """GATE_PROBE's findings: the DAG's own create admitted; each escape, the listing and every
+    other endpoint refused with the gate's 403, the escapes' messages naming the rule broken."""
+    probes = dict(probes)
+    assert probes.pop("ping") is True, probes
+    assert probes.pop("step container") == [200, "admitted"], probes
+    for probe, rule in (("privileged", "Privileged"), ("/ bind", "Binds"), ("list containers", "/containers/json"),
+                        ("cap add", "CapAdd"), ("host pid", "PidMode"), ("host network", "NetworkMode"),
+                        ("devices", "Devices"), ("sysctls", "Sysctls"), ("port", "PortBindings")):
+        status, message = probes.pop(probe)
+        assert status == 403 and message.startswith("clusterflow launch gate: ") and rule in message, (probe, message)
+    assert len(probes) == 16, probes  # GATE_PROBE's other endpoints
+    refused = {name: message for name, (status, message) in probes.items()
+               if status == 403 and message.startswith("clusterflow launch gate: ")}
+    assert refused.keys() == probes.keys(), probes
 
 
 def assert_no_secret_in_inspect(stack: Stack) -> None:
@@ -340,6 +374,38 @@ def assert_hardened(stack: Stack) -> None:
                 assert host["GroupAdd"] == [stack.settings["DOCKER_SOCKET_GID"]], host["GroupAdd"]
             else:
                 assert with_socket == [], f"{service} mounts the Docker socket"
+
+
+@contextlib.contextmanager
+def held_step(engine: docker.DockerClient, airflow_run_id: str, since: int, step: str | None = None,
+              timeout: float = 300) -> Iterator[str]:
+    """The run's first container (of ``step``, if given), paused as the engine starts it (its
+    start event since ``since``); unpaused on leaving, if it is still there. While it is held its
+    task cannot finish, so whatever the test does meanwhile happens during the run, not within a
+    window it has to catch."""
+    label = f"io.clusterflow.run_id={spec.safe_run_id(airflow_run_id)}"
+    events = engine.events(since=since, decode=True, filters={"type": "container", "event": "start", "label": label})
+    held: list[str] = []
+
+    def hold() -> None:
+        for event in events:
+            if step and event["Actor"]["Attributes"]["io.clusterflow.task_id"].split("[")[0] != step:
+                continue
+            with contextlib.suppress(docker.errors.APIError):  # it ended before the pause: the next one
+                engine.api.pause(event["id"])
+                held.append(event["id"])
+                return
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    holder.join(timeout)
+    events.close()
+    assert held, f"no container{' of ' + step if step else ''} of {airflow_run_id} started in {timeout} s"
+    try:
+        yield held[0]
+    finally:
+        with contextlib.suppress(docker.errors.APIError):  # removed meanwhile
+            engine.api.unpause(held[0])
 
 
 def step_containers(stack: Stack, airflow_run_id: str) -> list[str]:

@@ -9,26 +9,29 @@ from __future__ import annotations
 import json
 import time
 
+import docker
 import pytest
 import requests
 
 from clusterflow import spec
 from tests.stack.conftest import (DAG_ID, LONG_RUNNING, Stack, assert_hardened, assert_no_secret_in_inspect,
                                   assert_nothing_left, assert_the_gate_admits_only_the_step_container,
-                                  step_containers)
+                                  held_step, step_containers)
 
 PARAMS = {"inits": ["random"], "n_clusters": 8}
 
 
 @pytest.fixture(scope="module")
-def run(stack: Stack) -> dict:
+def run(stack: Stack, engine: docker.DockerClient) -> dict:
     """Log in, trigger digits_kmeans with PARAMS, and record what the launch gate answers the
-    scheduler's docker SDK while the run goes through the same gate; the finished run."""
+    scheduler's docker SDK while the run goes through the same gate (its first step container
+    held paused meanwhile, so the run is still running when probed); the finished run."""
     stack.login()
+    since = int(time.time()) - 1
     run_id = stack.trigger(PARAMS)
     started = time.monotonic()
-    stack.wait("the run to start", lambda: stack.dag_run(run_id)["state"] != "queued", 120, every=1)
-    probes = {**stack.gate_probes("airflow-scheduler"), "state when probed": stack.dag_run(run_id)["state"]}
+    with held_step(engine, run_id, since):
+        probes = {**stack.gate_probes("airflow-scheduler"), "state when probed": stack.dag_run(run_id)["state"]}
     finished = stack.finish(run_id)
     return {"run": finished, "instances": stack.task_instances(run_id), "probes": probes,
             "seconds": time.monotonic() - started}
@@ -102,20 +105,26 @@ def test_no_step_container_outlives_the_run(run: dict, stack: Stack):
     assert step_containers(stack, run["run"]["dag_run_id"]) == []
 
 
-def test_a_scheduler_restart_mid_run_still_completes(run: dict, stack: Stack):
+def test_a_scheduler_restart_mid_run_still_completes(run: dict, stack: Stack, engine: docker.DockerClient):
     """LocalExecutor tasks die with the scheduler; the new scheduler resets them and they are
-    retried, each retry replacing its orphaned container. (`restart -t 1`: a graceful stop would
-    let short tasks finish; n_init=200 makes each k-means++/random fit last seconds.)"""
-    run_id = stack.trigger({"inits": ["k-means++", "random"], "n_clusters": 9, "n_init": 200})
-    stack.wait("a cluster task to run", lambda: any(
-        ti["task_id"] == "cluster" and ti["state"] == "running" for ti in stack.task_instances(run_id)), 300, every=1)
-    (scheduler,) = stack.containers("airflow-scheduler", all_states=False)
-    restarted = stack.docker("restart", "--time", "1", scheduler)
-    assert restarted.returncode == 0, restarted.stderr
-    finished = stack.finish(run_id)
+    retried, each retry replacing its orphaned container. The restart lands mid-fit by
+    construction: the first cluster container is held paused across it, so its task cannot have
+    finished, and the orphan its dead try leaves stays paused until its retry removes it."""
+    since = int(time.time()) - 1
+    run_id = stack.trigger({"inits": ["k-means++", "random"], "n_clusters": 9})
+    with held_step(engine, run_id, since, step="cluster") as orphan:
+        task_id = engine.api.inspect_container(orphan)["Config"]["Labels"]["io.clusterflow.task_id"]
+        (scheduler,) = stack.containers("airflow-scheduler", all_states=False)
+        restarted = stack.docker("restart", "--time", "1", scheduler)
+        assert restarted.returncode == 0, restarted.stderr
+        finished = stack.finish(run_id)
     instances = stack.task_instances(run_id)
     assert finished["state"] == "success", {(ti["task_id"], ti["map_index"]): ti["state"] for ti in instances}
-    assert max(ti["try_number"] for ti in instances if ti["task_id"] == "cluster") >= 2, instances
+    (held,) = [ti for ti in instances if f"{ti['task_id']}[{ti['rendered_map_index']}]" == task_id]
+    assert held["try_number"] >= 2, instances
+    removed = engine.events(since=since, until=int(time.time()) + 1, decode=True,
+                            filters={"type": "container", "event": "destroy", "container": orphan})
+    assert len(list(removed)) == 1  # the retry removed the orphan (paused until then: it never finished)
     assert step_containers(stack, run_id) == []
 
 
