@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -129,6 +130,22 @@ def step_container(engine, run_id: str, deadline: float):
     raise AssertionError(f"no container for run {run_id}")
 
 
+def stop_at_first_file(engine, container: str, run_dir: Path) -> None:
+    """SIGSTOP the step's process (the container's PID 1, python) as soon as a file is in its
+    temporary output directory: it still has ~100 MB to write, fsync and rename then, so the kill
+    that follows lands mid-write however loaded the machine is, not 0-60 ms after by luck."""
+    deadline = time.monotonic() + 30
+    pid = 0
+    while time.monotonic() < deadline:
+        if not pid:
+            pid = engine.api.inspect_container(container)["State"]["Pid"]
+        elif list(run_dir.glob(".prepare.tmp-*/*")):
+            os.kill(pid, signal.SIGSTOP)
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"prepare of {run_dir.name} wrote no file within 30 s")
+
+
 def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
     trials = int(os.environ.get(STRESS_ENV) or 4)
     rng = random.Random(os.environ.get("CLUSTERFLOW_STRESS_SEED", "0"))
@@ -165,11 +182,8 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
         container = step_container(engine, run_id, time.monotonic() + 30)
         if trial % 2 == 0:  # any moment of the step's life
             time.sleep(rng.uniform(0, undisturbed))
-        else:  # once it writes: a file exists in its temporary directory
-            deadline = time.monotonic() + 30
-            while not list(run_dir.glob(".prepare.tmp-*/*")) and time.monotonic() < deadline:
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.06))  # ~100 MB to the page cache, fsync, rename
+        else:  # mid-write, by construction: stopped (SIGSTOP) as its first file appears, then killed
+            stop_at_first_file(engine, container, run_dir)
         try:
             engine.api.kill(container)  # SIGKILL
         except docker.errors.APIError:
@@ -208,7 +222,7 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
         figures["reruns_identical"] += 1
     print(f"\nkill figures (undisturbed step {undisturbed:.1f} s): {json.dumps(figures)}")
     assert figures["partial_artifacts"] == 0 and figures["reruns_identical"] == trials
-    assert figures["killed"] >= trials // 2, figures
+    assert figures["killed"] >= trials // 2 and figures["killed_mid_write"] >= trials // 2, figures
     assert leftover_containers(engine, "kill-0") == []
 
 
