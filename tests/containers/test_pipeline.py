@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,6 +39,30 @@ def clusterflow_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[s
 
 
 TASK_LABEL = f"{spec.LABEL_PREFIX}.task_id"
+STRANGER = (4242, 4343)  # a user with nothing on this machine but the Docker socket's group
+
+
+@pytest.mark.root  # it runs the runner as another user
+def test_a_non_root_user_runs_the_pipeline_and_owns_every_file_it_made(docker_cli):
+    """The runner as an ordinary user in the docker group (setpriv, the socket's group): the steps
+    run as that user, not as the images' 10001, so every file and directory of the run and of the
+    cache store is theirs (README: the non-root user)."""
+    base = Path(tempfile.mkdtemp(prefix="clusterflow-user-"))  # not under root's 0700 pytest tmp
+    try:
+        os.chown(base, *STRANGER)
+        socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+        as_stranger = ["setpriv", f"--reuid={STRANGER[0]}", f"--regid={STRANGER[1]}",
+                       f"--groups={os.stat(socket).st_gid}", "--"]
+        result = subprocess.run([*as_stranger, str(Path(sys.executable).with_name("clusterflow")), "run",
+                                 "--data-dir", str(base / "data"), "--run-id", "mine", "--init", "pca"],
+                                capture_output=True, text=True, timeout=600, env={**os.environ, "HOME": str(base)})
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        made = [base / "data", *(base / "data").rglob("*")]
+        assert {p.relative_to(base).as_posix() for p in made} >= {"data/runs/mine/report/report.html",
+                                                                 "data/cache/prepare"}, made
+        assert {(p.lstat().st_uid, p.lstat().st_gid) for p in made} == {STRANGER}
+    finally:
+        shutil.rmtree(base)
 
 
 def leftover_containers(engine, run_id: str) -> list:
