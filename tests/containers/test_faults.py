@@ -24,6 +24,7 @@ import docker.models.containers
 import pytest
 
 from clusterflow import dataroot, spec
+from clusterflow_steps.contract import RunLayout
 from clusterflow.runner import LocalRunner
 from clusterflow.version import VERSION
 from tests.containers.conftest import image
@@ -120,8 +121,9 @@ KILL_PARAMS = {"dataset": "synthetic", "n_samples": 400_000, "seed": 0, "cache":
 PREVIOUS_PARAMS = {"dataset": "synthetic", "n_samples": 2_000, "seed": 1, "cache": False}
 
 
-def step_container(engine, run_id: str, deadline: float):
-    labels = [f"{spec.LABEL_PREFIX}.dag_id=local", f"{spec.LABEL_PREFIX}.run_id={run_id}"]
+def step_container(engine, run_id: str, deadline: float, task: str | None = None):
+    labels = [f"{spec.LABEL_PREFIX}.dag_id=local", f"{spec.LABEL_PREFIX}.run_id={run_id}",
+              *([f"{spec.LABEL_PREFIX}.task_id={task}"] if task else [])]
     while time.monotonic() < deadline:
         found = engine.api.containers(all=True, filters={"label": labels})  # no inspect: no race
         if found:
@@ -224,6 +226,153 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
     assert figures["partial_artifacts"] == 0 and figures["reruns_identical"] == trials
     assert figures["killed"] >= trials // 2 and figures["killed_mid_write"] >= trials // 2, figures
     assert leftover_containers(engine, "kill-0") == []
+
+
+# --- SIGKILL at chosen system calls: cluster, evaluate and report -----------------------------------
+
+@pytest.fixture(scope="module")
+@needs_root  # strace attaches to a process of the steps' user
+def strace() -> str:
+    found = shutil.which("strace")
+    if not found:
+        pytest.fail("the atomicity tests need strace: apt-get install strace", pytrace=False)
+    return found
+
+
+def run_killed_at(engine, runner: LocalRunner, task, run_id: str, mounts, digest: str, strace: str,
+                  syscall: str, when: int) -> int:
+    """Run ``task`` with its step stopped (SIGSTOP) as soon as its container has a process, strace
+    attached to it, then resumed: the kernel kills it (SIGKILL, the call not made) on its
+    ``when``-th ``syscall``, a point in its life chosen beforehand. The step's exit code."""
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(runner.run_task(task, run_id, mounts, digest)), daemon=True)
+    worker.start()
+    container = step_container(engine, run_id, time.monotonic() + 30, task.name)
+    pid = 0
+    while not pid:
+        try:
+            pid = engine.api.inspect_container(container)["State"]["Pid"]
+        except docker.errors.NotFound:  # it ended (and was removed) before it could be stopped
+            worker.join(60)
+            raise AssertionError(f"{task.name} ended before it was stopped, exit code {codes}") from None
+        time.sleep(0.001)
+    os.kill(pid, signal.SIGSTOP)  # still importing: nothing of its output written yet
+    calls = "rename,renameat,renameat2" if syscall == "rename" else syscall
+    tracer = subprocess.Popen([strace, "-f", "-qq", "-p", str(pid), "-e", f"trace={calls}",
+                               "-e", f"inject={calls}:error=EIO:signal=KILL:when={when}", "-o", "/dev/null"],
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while f"TracerPid:\t{tracer.pid}" not in Path(f"/proc/{pid}/status").read_text():
+        assert time.monotonic() < deadline and tracer.poll() is None, tracer.stderr.read() if tracer.stderr else ""
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGCONT)
+    worker.join(120)
+    tracer.wait(30)
+    return codes[0]
+
+
+# (syscall, its n-th call): written but not fsynced; fsynced but not renamed; with a previous
+# output, the previous one moved aside but the new one not yet in its place.
+KILL_POINTS_FIRST = (("fsync", 1), ("rename", 1))
+KILL_POINT_BETWEEN_RENAMES = ("rename", 2)
+
+
+@pytest.mark.parametrize("step", ["cluster", "evaluate", "report"])
+def test_a_later_step_killed_at_a_chosen_call_leaves_the_previous_output_or_nothing(engine, data_dir, strace,
+                                                                                  step):
+    """SIGKILL atomicity beyond prepare (whose kills land at random moments above): each later
+    step is killed where it matters, deterministically, and what is left at its target is its
+    previous output, whole, or nothing; its re-run writes the bytes an undisturbed run wrote."""
+    runner = LocalRunner(engine, data_dir, log=lambda line: None)
+    run_id = f"atomic-{step}"
+    stages = spec.stages(run_id, spec.PipelineParams(inits=("pca",), cache=False), spec.local_images(VERSION))
+    before = [task for stage in stages for task in stage][:[t.name.split("[")[0] for stage in stages
+                                                              for t in stage].index(step)]
+    (task,) = [t for stage in stages for t in stage if t.name.split("[")[0] == step]
+    mounts = spec.mounts(str(data_dir))
+    digest = runner.ensure_image(task.image)
+    dataroot.prepare_run_dir(data_dir, run_id)
+    for upstream in before:
+        assert runner.run_task(upstream, run_id, mounts, runner.ensure_image(upstream.image)) == 0, upstream.name
+    target = RunLayout(data_dir, run_id).step_dir(step, task.variant)
+
+    for syscall, when in KILL_POINTS_FIRST:  # no previous output: nothing is left
+        assert run_killed_at(engine, runner, task, run_id, mounts, digest, strace, syscall, when) == 137
+        assert not target.exists(), (syscall, when, sorted(target.parent.iterdir()))
+        leftovers = list(target.parent.glob(f".{target.name}.tmp-*/*"))
+        assert leftovers, (syscall, when)  # it got as far as writing: the kill landed where chosen
+    assert runner.run_task(task, run_id, mounts, digest) == 0
+    # what an undisturbed run wrote (the report's own, bar the time it states it was generated at)
+    reference = output_hashes(target) if step != "report" else complete(target)["outputs"].keys()
+    complete(target)
+
+    assert run_killed_at(engine, runner, task, run_id, mounts, digest, strace, "rename", 1) == 137
+    assert same_outputs(target, reference)  # the previous output, whole
+    assert run_killed_at(engine, runner, task, run_id, mounts, digest, strace, *KILL_POINT_BETWEEN_RENAMES) == 137
+    assert not target.exists() and list(target.parent.glob(f".{target.name}.old-*"))  # moved aside: nothing
+
+    assert runner.run_task(task, run_id, mounts, digest) == 0
+    assert same_outputs(target, reference)
+    # The dead writers' leftovers go once a minute old (a live writer could have just made its
+    # directory), so this re-run kept them; aged, the next one removes them all.
+    leftovers = siblings(target)
+    assert len(leftovers) == 5, leftovers  # 4 temporary directories and the previous output moved aside
+    age(*leftovers)
+    assert runner.run_task(task, run_id, mounts, digest) == 0
+    assert same_outputs(target, reference)
+    assert siblings(target) == []
+    assert leftover_containers(engine, run_id) == []
+
+
+def same_outputs(target: Path, reference) -> bool:
+    """``target`` is whole (its manifest's files, each intact) and holds ``reference``: the
+    undisturbed run's hashes, or for the report (which states when it was generated) its files."""
+    files = complete(target)["outputs"].keys()
+    return output_hashes(target) == reference if isinstance(reference, dict) else files == reference
+
+
+def siblings(target: Path) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.*-*"))
+
+
+def age(*trees: Path, seconds: float = 120) -> None:
+    """Make every file and directory in ``trees`` ``seconds`` old."""
+    then = time.time() - seconds
+    for tree in trees:
+        for path in (tree, *tree.rglob("*")):
+            os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_a_live_writers_directory_is_kept_however_old_while_a_dead_ones_goes(engine, data_dir):
+    """flock liveness across containers: a prepare stopped mid-write holds the lock on its
+    temporary directory; another prepare of the same target, in its own container (another pid
+    namespace), removes a dead writer's old leftover and keeps the live one's, aged alike."""
+    runner = LocalRunner(engine, data_dir, log=lambda line: None)
+    mounts = spec.mounts(str(data_dir))
+    task = prepare_task("live", **KILL_PARAMS)
+    digest = runner.ensure_image(task.image)
+    run_dir = dataroot.prepare_run_dir(data_dir, "live")
+    codes: list[int] = []
+    stalled = threading.Thread(target=lambda: codes.append(runner.run_task(task, "live", mounts, digest)),
+                               daemon=True)
+    stalled.start()
+    container = step_container(engine, "live", time.monotonic() + 30)
+    try:
+        stop_at_first_file(engine, container, run_dir)
+        (live,) = siblings(run_dir / "prepare")
+        dead = run_dir / ".prepare.tmp-7-0badf00d"  # a killed writer's: nobody holds its lock
+        dead.mkdir()
+        (dead / "features.npy").write_bytes(b"half")
+        for path in (dead, dead / "features.npy"):  # a step's, as a step wrote it
+            os.chown(path, *runner.steps_run_as())
+        age(dead, live)
+        assert runner.run_task(prepare_task("live", **PREVIOUS_PARAMS), "live", mounts, digest) == 0
+        assert siblings(run_dir / "prepare") == [live]  # the dead one removed, the live one kept
+        assert complete(run_dir / "prepare")["params"]["seed"] == PREVIOUS_PARAMS["seed"]
+    finally:
+        engine.api.kill(container)
+        stalled.join(60)
+    assert codes == [137]
 
 
 # --- a data root that refuses writes -------------------------------------------------------------
