@@ -8,11 +8,12 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: run test lint bench images venv lock clean help publish airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
+.PHONY: run test test-root lint bench images venv lock clean help publish airflow airflow-standalone airflow-test stack-images stack-up stack-down stack-test
 
 help:
 	@echo "make run    - set up, build the step images, run the digits pipeline, print the report path"
 	@echo "make test   - make lint, then the whole test suite (builds images; needs a Docker engine, see README)"
+	@echo "make test-root - only the tests that need root (marker root), e.g. under sudo"
 	@echo "make lint   - ruff, mypy, shellcheck and hadolint over the Python, the scripts and the Dockerfiles"
 	@echo "make images - (re)build the base and step images"
 	@echo "make lock   - regenerate the pinned lock files from their .in inputs"
@@ -69,6 +70,10 @@ lint: venv airflow
 
 test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests marked root only (tests/fixtures/root.py), for a job whose tests otherwise run as a non-root user.
+test-root: venv airflow
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m root $(PYTEST_ARGS)
 
 # Benchmarks (benchmarks/RESULTS.md): overhead vs the bare demo, per step, images, scale.
 bench: venv airflow images

@@ -121,10 +121,19 @@ def test_the_digests_file_is_an_artifact_and_a_release_asset(workflow: dict[Any,
     assert job.get("permissions", {}).get("contents") == "write", f"{job_id}: a release asset needs contents: write"
 
 
-def test_tests_run_in_ci(workflow: dict[Any, Any]) -> None:
-    runs = [str(step.get("run", "")) for job_id, job, step in all_steps(workflow)
-            if job.get("runs-on") == "ubuntu-latest"]
-    assert any(re.search(r"^\s*make test\b", r, re.M) for r in runs), "a job must run `make test`"
+def test_tests_run_in_ci_as_the_runners_user_and_the_root_tests_under_sudo(workflow: dict[Any, Any]) -> None:
+    """GitHub's runner user is not root: the test job runs `make test` (lint, then every test not
+    marked root) as that user, then `make test-root` (only those marked root) under sudo; between
+    them every test runs once, and nothing else selects or deselects."""
+    test_steps = [(job_id, str(step.get("run", "")).strip()) for job_id, job, step in all_steps(workflow)
+                  if re.search(r"\bmake test", str(step.get("run", "")))]
+    assert test_steps == [("test", "make test PYTEST_ARGS=\"-m 'not root'\""),
+                          ("test", "sudo --preserve-env=PATH make test-root")], test_steps
+    assert workflow["jobs"]["test"]["runs-on"] == "ubuntu-latest"
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^test-root:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe and re.search(r"-m pytest -m root \$\(PYTEST_ARGS\)$", recipe.group(1).strip()), recipe
+    assert (REPO / ".ci" / "run").read_text(encoding="utf-8").rstrip().endswith("\nmake test")  # as root: all
 
 
 def test_every_action_is_pinned_by_commit_sha(workflow: dict[Any, Any]) -> None:
