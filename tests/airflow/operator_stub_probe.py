@@ -1,17 +1,21 @@
 """Runs in the Airflow venv (not collected by pytest): each step's StepOperator.execute with its
 container launch stubbed out (no Docker engine), printing what it returned, pushed and launched
-as JSON on stdout. What a step does around its container comes from its spec.Role."""
+as JSON on stdout. What a step does around its container comes from its spec.Role. Also the real
+``plan`` task and the DAG's operators under three environments (:func:`settings_once`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.providers.docker.exceptions import DockerContainerFailedSkipException
 from airflow.sdk import DAG, Asset
 
-from clusterflow import pinning, spec
+from clusterflow import dag, pinning, spec
 from clusterflow.dag import METRICS_ASSET, MODEL_ASSET
 from clusterflow.operators import PLAN_TASK, PLAN_XCOM, StepOperator
 from clusterflow.plan import render_plan
@@ -65,6 +69,55 @@ def execute(step: str, variant: str | None = None, lines: list[str] | None = Non
             "container_name": operator.container_name, "nano_cpus": operator.nano_cpus}
 
 
+# The deployment's settings as they are when the DAG file is parsed, when plan runs, and when a step's
+# tries run later (the env changed by then: a redeploy). Only plan's may reach a container.
+SETTINGS = {when: {spec.DATA_SOURCE_ENV: f"{when}-volume", spec.IMAGE_TAG_ENV: f"{when}-tag",
+                   spec.STEP_MEMORY_ENV: memory, spec.STEP_CPUS_ENV: cpus}
+            for when, memory, cpus in (("parsed", "3g", "0.25"), ("planned", "1g", "1"), ("later", "512m", "0.5"))}
+
+
+@contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def settings_once() -> dict[str, Any]:
+    """The DAG parsed under one env, its plan task run under another, then each step's first and
+    second try under a third: what each container was launched with."""
+    with environment(SETTINGS["parsed"]):
+        parsed = dag.build_dag()
+        operators = [parsed.get_task(step) for step in ("prepare", "evaluate", "report")]
+        with parsed:  # the mapped cluster task, as its expansion for one variant builds it
+            operators.insert(1, StepOperator(task_id="cluster-pca", step="cluster", variant="pca"))
+    with environment(SETTINGS["planned"]):
+        planner = TaskInstance(PLAN_TASK, {})
+        dag.plan.function(params={"inits": ["pca"]}, run_id="r1", ti=planner)
+    launched: dict[str, list[dict[str, Any]]] = {}
+    # later, the operator also set the data root's Airflow Variable (it would win at the next plan)
+    with environment({**SETTINGS["later"], f"AIRFLOW_VAR_{dag.DATA_SOURCE_VARIABLE.upper()}": "later-variable"}):
+        for operator in operators:
+            def launch(context: Any, op: StepOperator = operator) -> list[str]:
+                launched.setdefault(op.task_name, []).append({
+                    "try_number": context["ti"].try_number, "image": op.image, "mounts": list(op.mounts),
+                    "mem_limit": op.mem_limit, "nano_cpus": op.nano_cpus, "environment": op.environment})
+                return ['{"best": "pca"}']
+
+            operator.launch = launch  # type: ignore[method-assign]
+            operator.image_digest = lambda image: "sha256:" + "a" * 64  # type: ignore[method-assign]
+            for try_number in (1, 2):
+                ti = TaskInstance(operator.task_id, {**planner.pushed,
+                                                     "evaluate/quality_gate": {"passed": True, "reason": None}})
+                ti.try_number = try_number
+                operator.execute({"ti": ti, "outlet_events": {outlet: OutletEvent() for outlet in operator.outlets}})
+    return {"settings": SETTINGS, "launched": launched}
+
+
 def main() -> None:
     summary = json.dumps({"best": "pca"})
     print(MARKER + json.dumps({
@@ -78,6 +131,7 @@ def main() -> None:
         "report_metrics": execute("report", outlets=[METRICS_ASSET], pushed={
             "evaluate/quality_gate": {"passed": False, "reason": GATE_LINE},
             "evaluate/return_value": json.loads(GATE_SUMMARY)}),
+        "settings_once": settings_once(),
     }, default=str))
 
 

@@ -3,8 +3,6 @@ each step returns, pushes and commits is its spec.Role (see operator_stub_probe.
 
 from __future__ import annotations
 
-
-
 from clusterflow import spec
 from tests.airflow.conftest import stub_probe_fixture
 
@@ -56,3 +54,23 @@ def test_the_report_annotates_the_metrics_asset_from_evaluates_summary_after_a_b
     (extra,) = seen["report_metrics"]["extras"].values()
     assert extra["best"] == "pca" and extra["quality_gate_passed"] is False
     assert extra["image"] == "clusterflow/evaluate:t" and seen["report_metrics"]["error"] is None
+
+
+def test_plan_reads_the_data_root_tag_and_limits_once_and_every_try_launches_what_it_read(seen):
+    """The DAG file parsed under one env, ``plan`` run under another, each step's two tries under a
+    third (and a data-root Variable set by then): every container, step and commit, on every try,
+    is launched with plan's settings, and none with the parse-time or later ones."""
+    planned = seen["settings_once"]["settings"]["planned"]
+    launched = seen["settings_once"]["launched"]
+    assert sorted(launched) == ["cluster[pca]", "evaluate", "prepare", "report"]
+    for name, containers in launched.items():
+        step = name.split("[")[0]
+        commits = 0 if step == "report" else 1
+        assert [c["try_number"] for c in containers] == [1] * (1 + commits) + [2] * (1 + commits), name
+        for container in containers:
+            assert container["image"] == f"clusterflow/{step}:planned-tag", name
+            assert {m["Source"] for m in container["mounts"]} == {"planned-volume", "planned-volume-cache"}, name
+            assert container["mem_limit"] == 1 << 30 and container["nano_cpus"] == 1_000_000_000, name
+            assert container["environment"]["CLUSTERFLOW_IMAGE"] == f"clusterflow/{step}:planned-tag", name
+    assert planned == {"CLUSTERFLOW_DATA_SOURCE": "planned-volume", "CLUSTERFLOW_IMAGE_TAG": "planned-tag",
+                       "CLUSTERFLOW_STEP_MEMORY": "1g", "CLUSTERFLOW_STEP_CPUS": "1"}
