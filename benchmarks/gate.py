@@ -64,8 +64,8 @@ def create_remove(client: docker.DockerClient, data_dir: Path) -> None:
 
 def pipeline(client: docker.DockerClient, root: Path, n: int) -> None:
     """One whole run on the gate's data root (a run id of its own each time)."""
-    runner.LocalRunner(client, root, log=lambda line: None).run(f"bench-{n}", spec.PipelineParams(cache=False),
-                                                                pinning.local(VERSION))
+    runner.LocalRunner(client, root, log=lambda line: None, run_as=(spec.STEP_UID, spec.STEP_GID)).run(
+        f"bench-{n}", spec.PipelineParams(cache=False), pinning.local(VERSION))
 
 
 def alternate(direct: Callable[[], float], gated: Callable[[], float], times: int) -> tuple[Stat, Stat]:

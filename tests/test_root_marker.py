@@ -43,7 +43,8 @@ def test_root_and_not_root_split_the_suite_and_name_what_needs_root():
 
 def test_a_root_test_run_by_another_user_fails_with_one_line(monkeypatch):
     monkeypatch.setattr(root.os, "geteuid", lambda: 1000)
-    item = type("Item", (), {"get_closest_marker": lambda self, name: name == "root" or None})()
+    config = type("Config", (), {"getoption": lambda self, name, default=None: False})()  # not --setup-plan
+    item = type("Item", (), {"get_closest_marker": lambda self, name: name == "root" or None, "config": config})()
     with pytest.raises(pytest.fail.Exception, match=r"^this test needs root \(marker `root`\): run it as root or "
                                                     r"under sudo with -m root; -m 'not root' leaves it out$"):
         root.pytest_runtest_setup(item)

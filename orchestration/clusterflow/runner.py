@@ -51,6 +51,8 @@ class LocalRunner:
     limits: spec.StepLimits = field(default_factory=spec.step_limits)
     # how many tasks of one stage run at once (None: all of them, at most spec.PARALLEL_TASKS)
     jobs: int | None = None
+    # (uid, gid) the steps run as; None: see steps_run_as. A launch gate admits only the images' user.
+    run_as: tuple[int, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _running: set = field(default_factory=set, init=False, repr=False)  # containers started, not removed
     _hits: set = field(default_factory=set, init=False, repr=False)  # tasks whose step logged a cache hit
@@ -61,7 +63,10 @@ class LocalRunner:
             self.log(line)
 
     def steps_run_as(self) -> tuple[int, int]:
-        """The host user (so files in the data dir are theirs); the image's user when that is root."""
+        """``run_as`` when given; else the host user (so files in the data dir are theirs), or the
+        images' user when that is root."""
+        if self.run_as:
+            return self.run_as
         uid, gid = os.getuid(), os.getgid()
         return (spec.STEP_UID, spec.STEP_GID) if uid == 0 else (uid, gid)
 

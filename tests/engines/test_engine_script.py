@@ -12,7 +12,7 @@ import pytest
 
 from tests.fixtures.engines import engine_sh, on
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.root]  # it starts dockerd itself
 
 
 def bridge_networks() -> dict[str, ipaddress.IPv4Network]:

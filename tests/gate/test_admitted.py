@@ -29,6 +29,10 @@ HARDENED = {"NetworkMode": "none", "ReadonlyRootfs": True, "CapDrop": ["ALL"], "
             "Memory": 2 << 30, "NanoCpus": 2_000_000_000}
 
 
+# The user the gate admits, whoever runs the tests (the runner would pick the caller's own).
+GATED = (spec.STEP_UID, spec.STEP_GID)
+
+
 def creates(fake_docker: fake_engine.Engine) -> list[dict[str, Any]]:
     return [r for r in fake_docker.requests if r["path"].endswith("/containers/create")]
 
@@ -48,7 +52,7 @@ def assert_canonical(request: dict[str, Any], mounts: list[dict[str, Any]]) -> d
 
 def test_the_local_runner_launches_a_step_and_its_commit_through_the_gate(gate: str, fake_docker: Any,
                                                                           data_root: Path) -> None:
-    local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
+    local = runner.LocalRunner(client(gate), data_root, log=lambda line: None, run_as=GATED)
     task = spec.stages("r1", spec.PipelineParams(), spec.local_images("0.1.0"))[0][0]
     digest = local.ensure_image(task.image)
     assert local.run_task(task, "r1", spec.mounts(str(data_root)), digest) == 0
@@ -66,7 +70,7 @@ def test_a_dataset_from_the_allowed_input_directory_is_mounted_read_only(gate: s
                                                                          inputs: Path) -> None:
     (inputs / "link.csv").symlink_to(inputs / "points.csv")
     params = spec.PipelineParams(dataset=str(inputs / "link.csv"))
-    local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
+    local = runner.LocalRunner(client(gate), data_root, log=lambda line: None, run_as=GATED)
     task = spec.stages("r1", params, spec.local_images("0.1.0"))[0][0]
     assert local.run_task(task, "r1", spec.mounts(str(data_root), params.dataset), local.ensure_image(task.image)) == 0
     (request,) = creates(fake_docker)
@@ -148,7 +152,7 @@ def test_a_pinned_digest_is_pulled_through_and_its_progress_streams_back(pinned_
 def test_the_local_runner_pulls_and_launches_a_pinned_step_through_the_gate(pinned_gate: str, fake_docker: Any,
                                                                              data_root: Path) -> None:
     lines: list[str] = []
-    local = runner.LocalRunner(client(pinned_gate), data_root, log=lines.append)
+    local = runner.LocalRunner(client(pinned_gate), data_root, log=lines.append, run_as=GATED)
     local.pull(PINNED_PREPARE, PUBLISHED["prepare"])  # what it does when the engine lacks the image
     images = {step: f"{REGISTRY}/clusterflow/{step}@{PUBLISHED[step]}" for step in spec.STEPS}
     task = spec.stages("r1", spec.PipelineParams(), images)[0][0]

@@ -9,13 +9,13 @@ from typing import Any
 from clusterflow import pinning, runner, spec
 from clusterflow.gate import config
 from tests.gate.conftest import PUBLISHED, REGISTRY
-from tests.gate.test_admitted import client, creates
+from tests.gate.test_admitted import GATED, client, creates
 
 
 def test_the_local_runner_assigns_through_the_gate_with_the_dataset_read_only(gate: str, fake_docker: Any,
                                                                               data_root: Path, inputs: Path) -> None:
     (data_root / "runs" / "r1").mkdir(parents=True, exist_ok=True)
-    local = runner.LocalRunner(client(gate), data_root, log=lambda line: None)
+    local = runner.LocalRunner(client(gate), data_root, log=lambda line: None, run_as=GATED)
     summary = local.assign(spec.RunId("r1"), str(inputs / "points.csv"), pinning.local("0.1.0", (spec.ASSIGN,)))
     assert summary == data_root.resolve() / "runs" / "r1" / "assign" / "summary.json"
     step, commit = (json.loads(r["body"]) for r in creates(fake_docker))

@@ -27,11 +27,10 @@ PREPARE = f"clusterflow/prepare:{VERSION}"
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    root.mkdir()
-    dataroot.prepare_run_dir(root, "r1")
-    return root
+def data_dir(data_dir: Path) -> Path:
+    """The shared data root (the gate's step user 10001 can write it), with the run ``r1`` ready."""
+    dataroot.prepare_run_dir(data_dir, "r1")
+    return data_dir
 
 
 LIMITS = {"CLUSTERFLOW_STEP_MEMORY": "1g", "CLUSTERFLOW_STEP_CPUS": "1"}
@@ -69,7 +68,8 @@ def assert_escapes_refused(client: docker.DockerClient, data_dir: Path) -> None:
 
 def run_prepare(client: docker.DockerClient, data_dir: Path) -> list[str]:
     lines: list[str] = []
-    local = runner.LocalRunner(client, data_dir, log=lines.append, limits=spec.step_limits(LIMITS))
+    local = runner.LocalRunner(client, data_dir, log=lines.append, limits=spec.step_limits(LIMITS),
+                               run_as=(spec.STEP_UID, spec.STEP_GID))
     task = spec.stages("r1", spec.PipelineParams(), spec.local_images(VERSION))[0][0]
     assert local.run_task(task, "r1", spec.mounts(str(data_dir)), local.ensure_image(task.image)) == 0, lines
     return lines
