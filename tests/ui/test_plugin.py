@@ -2,6 +2,8 @@
 
 One embedded Airflow for the module, its data root holding two fixture runs (distinct scores, for
 sorting), a symlink out of the data root, and one real run of the DAG triggered through the API.
+It runs in multi-team mode: the DAG folder's bundle belongs to one team, and besides admin there is
+a user who may read what another team may read, so not this DAG (authorization, not just login).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from clusterflow import spec
 from clusterflow_steps.launch import manifest_line
-from tests.airflow.conftest import DAG_ID, Airflow, standalone_airflow
+from tests.airflow.conftest import DAG_ID, Airflow, airflow_environment, standalone_airflow
+from tests.airflow.conftest import airflow as airflow_cli
 from tests.steps.report_fixtures import blobs, make_run
 from tests.fixtures.docker import writable_data_dir
 
@@ -35,6 +38,21 @@ pytestmark = pytest.mark.container
 
 SECRET = "SECRET-OUTSIDE-THE-DATA-ROOT"
 FIXTURE_ARI = {"fixture-low": 0.111, "fixture-high": 0.999}
+
+# Airflow's SimpleAuthManager in multi-team mode: the DAG folder's bundle (so digits_kmeans) belongs
+# to TEAM; OUTSIDER logs in like anyone, as a viewer of OTHER_TEAM: it may read what that team and
+# no team own (the DAG list, assets, pools), but not this DAG. admin (no team) may read everything.
+TEAM, OTHER_TEAM, OUTSIDER = "clusterflow", "others", "outsider"
+MULTI_TEAM = {
+    "AIRFLOW__CORE__MULTI_TEAM": "True",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{OUTSIDER}:viewer:{OTHER_TEAM}",
+    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([{
+        "name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+        "kwargs": {}, "team_name": TEAM}]),
+    # A DAG's team is cached per API server process for 30 s by default, "no team" included: the
+    # fixture's wait for the DAG to be parsed would cache that, and let OUTSIDER read it meanwhile.
+    "AIRFLOW__CORE__TEAM_NAME_CACHE_TTL": "0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +70,12 @@ def standalone(airflow_venv, docker_cli, tmp_path_factory) -> Iterator[Airflow]:
     (data / "runs/escape").symlink_to(outside)  # a run directory that is a symlink out
     (data / "runs/fixture-low/report").mkdir()
     (data / "runs/fixture-low/report/report.html").symlink_to(outside / "report/report.html")
-    with standalone_airflow(home, data) as airflow:
+    # The teams exist before the DAG processor gives the bundle to TEAM (it fails on a missing team).
+    env = airflow_environment(home, data, **MULTI_TEAM)
+    for args in (("db", "migrate"), ("teams", "create", TEAM), ("teams", "create", OTHER_TEAM)):
+        done = airflow_cli(env, *args)
+        assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-4000:])
+    with standalone_airflow(home, data, **MULTI_TEAM) as airflow:
         yield airflow
 
 
@@ -94,6 +117,41 @@ def test_without_login_the_api_answers_401_and_a_browser_is_sent_to_the_login_pa
         assert login.path == "/auth/login" and back.path.startswith("/clusterflow/"), page.headers["location"]
         forged = requests.get(standalone.url + path, cookies={"_token": "not-a-jwt"}, timeout=30)
         assert forged.status_code in (401, 403), path
+
+
+def test_a_logged_in_user_who_may_not_read_the_dag_gets_403_and_nothing_of_its_runs(standalone, finished):
+    password = json.loads((standalone.home / "simple_auth_manager_passwords.json.generated").read_text())[OUTSIDER]
+    login = requests.post(f"{standalone.url}/auth/token", json={"username": OUTSIDER, "password": password},
+                          timeout=10)
+    assert login.status_code == 201, login.text  # a logged-in user: Airflow issued the token
+    token = login.json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    # The premise, from Airflow's own API: the token is a valid login that may read (the DAG list:
+    # 200, without this DAG), and may not read this DAG's runs (403), which admin may.
+    listed = requests.get(f"{standalone.url}/api/v2/dags", headers=bearer, timeout=30)
+    assert listed.status_code == 200 and DAG_ID not in {d["dag_id"] for d in listed.json()["dags"]}, listed.text
+    refused = requests.get(f"{standalone.url}/api/v2/dags/{DAG_ID}/dagRuns", headers=bearer, timeout=30)
+    assert refused.status_code == 403, refused.text
+    admin = standalone.api("GET", f"/dags/{DAG_ID}/dagRuns")
+    assert admin.status_code == 200 and finished["dag_run_id"] in {r["dag_run_id"] for r in admin.json()["dag_runs"]}
+
+    run_id = spec.safe_run_id(finished["dag_run_id"])
+    metrics = json.loads((standalone.data / "runs" / run_id / "evaluate/metrics.json").read_text())
+    paths = [*report_paths(finished), f"/clusterflow/runs/{run_id}/evaluate/manifest.json",
+             "/clusterflow/runs/fixture-high/evaluate/metrics.json"]
+    for path in paths:
+        answer = requests.get(standalone.url + path, headers=bearer, timeout=30)
+        # "Forbidden" is the refused authorization; a token Airflow did not accept is "Invalid JWT token".
+        assert answer.status_code == 403 and answer.json() == {"detail": "Forbidden"}, \
+            (path, answer.status_code, answer.text[:300])
+        for shown in (SECRET, run_id, "<table", "<html", metrics["best"], "adjusted_mutual_info", "silhouette"):
+            assert shown not in answer.text, (path, shown)
+        # A browser logged in as OUTSIDER (the UI's cookie) is refused too, not sent to log in again.
+        page = requests.get(standalone.url + path, cookies={"_token": token}, headers={"Accept": "text/html"},
+                            allow_redirects=False, timeout=30)
+        assert page.status_code == 403 and "location" not in page.headers, (path, page.status_code, page.headers)
+        assert SECRET not in page.text and run_id not in page.text and "<table" not in page.text, path
+        assert raw_get(standalone, path)[0] == 200, path  # admin, the same path at the same moment
 
 
 def test_logged_in_it_serves_the_runs_files_as_they_are_on_disk(standalone, finished):
