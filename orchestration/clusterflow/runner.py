@@ -31,6 +31,13 @@ from clusterflow.engine import PipelineImageMissing
 LOCAL_DAG_ID = "local"
 
 
+def caller_steps_user() -> tuple[int, int]:
+    """Whom a run's steps run as by default: the caller (so the files in the data dir are theirs),
+    or the images' user when the caller is root."""
+    uid, gid = os.getuid(), os.getgid()
+    return (spec.STEP_UID, spec.STEP_GID) if uid == 0 else (uid, gid)
+
+
 class PipelineFailed(Exception):
     """A step exited non-zero; carries its name and exit code."""
 
@@ -63,12 +70,8 @@ class LocalRunner:
             self.log(line)
 
     def steps_run_as(self) -> tuple[int, int]:
-        """``run_as`` when given; else the host user (so files in the data dir are theirs), or the
-        images' user when that is root."""
-        if self.run_as:
-            return self.run_as
-        uid, gid = os.getuid(), os.getgid()
-        return (spec.STEP_UID, spec.STEP_GID) if uid == 0 else (uid, gid)
+        """``run_as`` when given, else :func:`caller_steps_user`."""
+        return self.run_as or caller_steps_user()
 
     def container_user(self) -> str:
         return "{}:{}".format(*self.steps_run_as())

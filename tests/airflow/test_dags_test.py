@@ -81,13 +81,17 @@ class DagsTest:
         return None if row is None else json.loads(row[0])
 
     def created(self, engine: Any) -> dict[str, dict[str, str]]:
-        """Every container the engine created during the run, by name: its labels as the engine
+        """Every container the engine created for this run (by its name or its run id label: another
+        run on the same engine meanwhile is not this one's), by name: its labels as the engine
         received them (its ``create`` events), not as the DAG's code renders them."""
         since, until = self.window
+        run_id = spec.safe_run_id(self.run_id)
         events = engine.events(since=since, until=until, decode=True,
                                filters={"type": "container", "event": "create"})
-        return {event["Actor"]["Attributes"]["name"]: {k: v for k, v in event["Actor"]["Attributes"].items()
-                                                       if k.startswith("io.clusterflow.")} for event in events}
+        found = {event["Actor"]["Attributes"]["name"]: {k: v for k, v in event["Actor"]["Attributes"].items()
+                                                        if k.startswith("io.clusterflow.")} for event in events}
+        return {name: labels for name, labels in found.items()
+                if name.startswith(f"clusterflow.{run_id}.") or labels.get("io.clusterflow.run_id") == run_id}
 
     @property
     def run_dir(self) -> Path:
@@ -196,7 +200,7 @@ def test_every_container_the_engine_created_carries_the_readmes_name_and_labels(
 
 def test_no_container_outlives_the_dag_run(dag_run, engine):
     assert dag_run.created(engine)  # the label check below can find them (the test above checks the labels)
-    assert leftover_containers(engine, dag_id=DAG_ID) == []
+    assert leftover_containers(engine, dag_id=DAG_ID, run_id=spec.safe_run_id(dag_run.run_id)) == []
 
 
 @pytest.fixture(scope="module")

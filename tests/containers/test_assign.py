@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from clusterflow.runner import caller_steps_user
 from tests.containers.conftest import image
 
 pytestmark = pytest.mark.container
@@ -87,7 +88,9 @@ def test_the_assign_image_by_hand(docker_cli, data_dir: Path, new_data: Path, tm
     trained(data_dir, "h")
 
     def by_hand(source: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([docker_cli, "run", "--rm", "-v", f"{data_dir}:/data",
+        # as the README's docker run lines: the user who owns the run's files (the runner's steps' user)
+        return subprocess.run([docker_cli, "run", "--rm", "--user", "{}:{}".format(*caller_steps_user()),
+                               "-v", f"{data_dir}:/data",
                                "--mount", f"type=bind,src={source},dst=/input/{source.name},readonly",
                                image("assign"), "--run-id", "h", "--dataset", f"/input/{source.name}"],
                               capture_output=True, text=True, timeout=300)

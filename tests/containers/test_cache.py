@@ -11,6 +11,7 @@ import pytest
 from docker.types import Mount as DockerMount
 
 from clusterflow import spec
+from clusterflow.runner import caller_steps_user
 from tests.containers.conftest import image
 from tests.containers.test_pipeline import clusterflow_run
 
@@ -132,9 +133,9 @@ print('planted')
 
 
 def in_step_container(engine, data_dir: Path, script: str) -> list[str]:
-    """Run ``script`` as a step container runs: its user, policy and mounts (the store read-only)."""
+    """Run ``script`` as the runner's step containers run: their user, policy and mounts (the store read-only)."""
     return engine.containers.run(
-        image("prepare"), ["-c", script], entrypoint="python", user=spec.STEP_USER, remove=True,
+        image("prepare"), ["-c", script], entrypoint="python", user="{}:{}".format(*caller_steps_user()), remove=True,
         mounts=[DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only)
                 for m in spec.mounts(str(data_dir))], **spec.CONTAINER_POLICY).decode().splitlines()
 
