@@ -132,26 +132,35 @@ def step_container(engine, run_id: str, deadline: float, task: str | None = None
     raise AssertionError(f"no container for run {run_id}")
 
 
+# The mid-write trials' step runs at this many CPUs: ~10 s of imports before its first file, then
+# seconds of writing (not the ~0.3 s it takes at full speed), so this process, however starved by
+# a loaded machine, finds it running and stops it mid-write (20 runs in a row beside a CPU hog).
+SLOW_CPUS = 0.1
+
+
 def stop_at_first_file(engine, container: str, run_dir: Path) -> None:
     """SIGSTOP the step's process (the container's PID 1, python) as soon as a file is in its
     temporary output directory: it still has ~100 MB to write, fsync and rename then, so the kill
     that follows lands mid-write however loaded the machine is, not 0-60 ms after by luck."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     pid = 0
     while time.monotonic() < deadline:
         if not pid:
-            pid = engine.api.inspect_container(container)["State"]["Pid"]
+            state = engine.api.inspect_container(container)["State"]
+            assert state["Status"] in ("created", "running"), f"prepare of {run_dir.name} ended first: {state}"
+            pid = state["Pid"]
         elif list(run_dir.glob(".prepare.tmp-*/*")):
             os.kill(pid, signal.SIGSTOP)
             return
         time.sleep(0.002)
-    raise AssertionError(f"prepare of {run_dir.name} wrote no file within 30 s")
+    raise AssertionError(f"prepare of {run_dir.name} wrote no file within 120 s")
 
 
 def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
     trials = int(os.environ.get(STRESS_ENV) or 4)
     rng = random.Random(os.environ.get("CLUSTERFLOW_STRESS_SEED", "0"))
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
+    slow = LocalRunner(engine, data_dir, log=lambda line: None, limits=spec.StepLimits(runner.limits.memory, SLOW_CPUS))
     mounts = spec.mounts(str(data_dir))
     digest = runner.ensure_image(prepare_task("reference").image)
 
@@ -178,8 +187,9 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
                 os.chown(path, uid, gid, follow_symlinks=False)
         task = prepare_task(run_id, **KILL_PARAMS)
         codes: list[int] = []
-        worker = threading.Thread(target=lambda codes=codes, task=task, run_id=run_id, digest=digest:
-                                  codes.append(runner.run_task(task, run_id, mounts, digest)))
+        launcher = runner if trial % 2 == 0 else slow
+        worker = threading.Thread(target=lambda codes=codes, task=task, run_id=run_id, digest=digest, launcher=launcher:
+                                  codes.append(launcher.run_task(task, run_id, mounts, digest)))
         worker.start()
         container = step_container(engine, run_id, time.monotonic() + 30)
         if trial % 2 == 0:  # any moment of the step's life
