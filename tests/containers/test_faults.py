@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import random
 import shutil
 import signal
@@ -134,22 +135,44 @@ def step_container(engine, run_id: str, deadline: float, task: str | None = None
 
 # The mid-write trials' step runs at this many CPUs: ~10 s of imports before its first file, then
 # seconds of writing (not the ~0.3 s it takes at full speed), so this process, however starved by
-# a loaded machine, finds it running and stops it mid-write (20 runs in a row beside a CPU hog).
+# a loaded machine, stops it mid-write (20 runs in a row beside a CPU hog).
 SLOW_CPUS = 0.1
 
 
-def stop_at_first_file(engine, container: str, run_dir: Path) -> None:
+class Started:
+    """The engine's client for a runner: each container it starts is reported, with its process,
+    by the runner's own thread right after the start (no later look-up that the step can outrun)."""
+
+    def __init__(self, engine: docker.DockerClient):
+        self.engine, self.started = engine, queue.Queue()
+
+    @property
+    def containers(self) -> Started:
+        return self
+
+    def create(self, *args, **kwargs) -> docker.models.containers.Container:
+        container = self.engine.containers.create(*args, **kwargs)
+        start = container.start
+
+        def started(**options) -> None:
+            start(**options)
+            container.reload()
+            self.started.put((container.id, container.attrs["State"]["Pid"]))
+
+        container.start = started
+        return container
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+
+def stop_at_first_file(pid: int, run_dir: Path) -> None:
     """SIGSTOP the step's process (the container's PID 1, python) as soon as a file is in its
     temporary output directory: it still has ~100 MB to write, fsync and rename then, so the kill
     that follows lands mid-write however loaded the machine is, not 0-60 ms after by luck."""
     deadline = time.monotonic() + 120
-    pid = 0
     while time.monotonic() < deadline:
-        if not pid:
-            state = engine.api.inspect_container(container)["State"]
-            assert state["Status"] in ("created", "running"), f"prepare of {run_dir.name} ended first: {state}"
-            pid = state["Pid"]
-        elif list(run_dir.glob(".prepare.tmp-*/*")):
+        if list(run_dir.glob(".prepare.tmp-*/*")):
             os.kill(pid, signal.SIGSTOP)
             return
         time.sleep(0.002)
@@ -160,7 +183,9 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
     trials = int(os.environ.get(STRESS_ENV) or 4)
     rng = random.Random(os.environ.get("CLUSTERFLOW_STRESS_SEED", "0"))
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
-    slow = LocalRunner(engine, data_dir, log=lambda line: None, limits=spec.StepLimits(runner.limits.memory, SLOW_CPUS))
+    reporting = Started(engine)
+    slow = LocalRunner(reporting, data_dir, log=lambda line: None,  # type: ignore[arg-type]
+                       limits=spec.StepLimits(runner.limits.memory, SLOW_CPUS))
     mounts = spec.mounts(str(data_dir))
     digest = runner.ensure_image(prepare_task("reference").image)
 
@@ -191,11 +216,12 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
         worker = threading.Thread(target=lambda codes=codes, task=task, run_id=run_id, digest=digest, launcher=launcher:
                                   codes.append(launcher.run_task(task, run_id, mounts, digest)))
         worker.start()
-        container = step_container(engine, run_id, time.monotonic() + 30)
         if trial % 2 == 0:  # any moment of the step's life
+            container = step_container(engine, run_id, time.monotonic() + 30)
             time.sleep(rng.uniform(0, undisturbed))
         else:  # mid-write, by construction: stopped (SIGSTOP) as its first file appears, then killed
-            stop_at_first_file(engine, container, run_dir)
+            container, pid = reporting.started.get(timeout=60)
+            stop_at_first_file(pid, run_dir)
         try:
             engine.api.kill(container)  # SIGKILL
         except docker.errors.APIError:
