@@ -249,35 +249,37 @@ def test_two_concurrent_runs_with_different_params_keep_apart(scheduler, engine)
 def test_a_step_over_its_execution_timeout_is_killed_and_its_container_removed(airflow_venv, docker_cli, engine,
                                                                               tmp_path):
     """Every try of prepare outlives its timeout by construction, not by luck: at 0.01 CPUs its
-    container needs minutes for the ~1 s of CPU that importing and loading digits take, so each of
-    the three tries is still running when its 8 s run out. What the engine did is read from its
-    events (start, kill, destroy of each try's container), not sampled while it happened."""
+    container needs minutes for the ~2 s of CPU that drawing 1,000,000 synthetic rows takes, so
+    each of the three tries is still running when its 20 s run out (8 s were too few for a task on
+    a loaded machine to get its container started at all; and digits, ~0.15 s of CPU, finished in
+    20 s). What the engine did is read from its events (start, kill, destroy of each try's
+    container), not sampled while it happened."""
     data = tmp_path / "data"
     data.mkdir()
     data.chmod(0o777)
     slow = {spec.STEP_CPUS_ENV: "0.01"}
-    env = airflow_environment(tmp_path / "home", data, CLUSTERFLOW_TASK_TIMEOUT_SECONDS="8",
+    env = airflow_environment(tmp_path / "home", data, CLUSTERFLOW_TASK_TIMEOUT_SECONDS="20",
                               CLUSTERFLOW_TASK_RETRY_DELAY_SECONDS="1", **slow)
     labels = {"type": "container", "label": [f"io.clusterflow.dag_id={DAG_ID}", "io.clusterflow.task_id=prepare"]}
     since = int(time.time()) - 1
-    host_config: dict[str, Any] = {}  # of the first prepare container, inspected on its start event
+    host_configs: dict[str, Any] = {}  # of each prepare container, inspected on its start event
     events = engine.events(since=since, decode=True, filters={**labels, "event": "start"})
 
     def inspect_first_start() -> None:
-        for event in events:
+        for event in events:  # this run's, and any other run's on the engine meanwhile
             with contextlib.suppress(docker.errors.NotFound):
-                host_config.update(engine.api.inspect_container(event["id"])["HostConfig"])
-            return
+                host_configs[event["id"]] = engine.api.inspect_container(event["id"])["HostConfig"]
 
     inspector = threading.Thread(target=inspect_first_start, daemon=True)
     inspector.start()
     started = time.monotonic()
-    test = subprocess.run([str(AIRFLOW_SH), "test", "-c", json.dumps({"inits": ["pca"], "n_init": 1})], env=env,
+    conf = {"inits": ["pca"], "n_init": 1, "dataset": "synthetic", "n_samples": 1_000_000}
+    test = subprocess.run([str(AIRFLOW_SH), "test", "-c", json.dumps(conf)], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     events.close()
     inspector.join(10)
     output = test.stdout
-    print(f"airflow dags test with an 8 s timeout: {time.monotonic() - started:.1f} s")
+    print(f"airflow dags test with a 20 s timeout: {time.monotonic() - started:.1f} s")
     assert test.returncode != 0
     listed = airflow(env, "dags", "list-runs", DAG_ID, "-o", "json")
     run_id = spec.safe_run_id(json.loads(listed.stdout.strip().splitlines()[-1])[0]["run_id"])
@@ -296,6 +298,7 @@ def test_a_step_over_its_execution_timeout_is_killed_and_its_container_removed(a
     assert not (data / "runs" / run_id / "prepare").exists()  # nothing half-written in place
     # The DAG's containers are hardened and limited like the local runner's (spec.CONTAINER_POLICY).
     limits = spec.step_limits(env)
+    host_config = next(host_configs[c] for c in by_container if c in host_configs)  # this run's first
     assert host_config["NetworkMode"] == "none" and host_config["ReadonlyRootfs"] is True, host_config
     assert host_config["CapDrop"] == ["ALL"] and host_config["SecurityOpt"] == ["no-new-privileges"]
     assert "/tmp" in host_config["Tmpfs"]
