@@ -166,6 +166,13 @@ class Started:
         return getattr(self.engine, name)
 
 
+def slowed(engine: docker.DockerClient, data_dir: Path) -> tuple[Started, LocalRunner]:
+    """A runner whose steps run at :data:`SLOW_CPUS`, and what reports each container it starts."""
+    reporting = Started(engine)
+    return reporting, LocalRunner(reporting, data_dir, log=lambda line: None,  # type: ignore[arg-type]
+                                  limits=spec.StepLimits(spec.step_limits().memory, SLOW_CPUS))
+
+
 def stop_at_first_file(pid: int, run_dir: Path) -> None:
     """SIGSTOP the step's process (the container's PID 1, python) as soon as a file is in its
     temporary output directory: it still has ~100 MB to write, fsync and rename then, so the kill
@@ -183,9 +190,7 @@ def test_a_killed_step_leaves_the_previous_output_or_nothing(engine, data_dir):
     trials = int(os.environ.get(STRESS_ENV) or 4)
     rng = random.Random(os.environ.get("CLUSTERFLOW_STRESS_SEED", "0"))
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
-    reporting = Started(engine)
-    slow = LocalRunner(reporting, data_dir, log=lambda line: None,  # type: ignore[arg-type]
-                       limits=spec.StepLimits(runner.limits.memory, SLOW_CPUS))
+    reporting, slow = slowed(engine, data_dir)
     mounts = spec.mounts(str(data_dir))
     digest = runner.ensure_image(prepare_task("reference").image)
 
@@ -384,17 +389,18 @@ def test_a_live_writers_directory_is_kept_however_old_while_a_dead_ones_goes(eng
     temporary directory; another prepare of the same target, in its own container (another pid
     namespace), removes a dead writer's old leftover and keeps the live one's, aged alike."""
     runner = LocalRunner(engine, data_dir, log=lambda line: None)
+    reporting, slow = slowed(engine, data_dir)
     mounts = spec.mounts(str(data_dir))
     task = prepare_task("live", **KILL_PARAMS)
     digest = runner.ensure_image(task.image)
     run_dir = dataroot.prepare_run_dir(data_dir, "live")
     codes: list[int] = []
-    stalled = threading.Thread(target=lambda: codes.append(runner.run_task(task, "live", mounts, digest)),
+    stalled = threading.Thread(target=lambda: codes.append(slow.run_task(task, "live", mounts, digest)),
                                daemon=True)
     stalled.start()
-    container = step_container(engine, "live", time.monotonic() + 30)
+    container, pid = reporting.started.get(timeout=60)
     try:
-        stop_at_first_file(engine, container, run_dir)
+        stop_at_first_file(pid, run_dir)
         (live,) = siblings(run_dir / "prepare")
         dead = run_dir / ".prepare.tmp-7-0badf00d"  # a killed writer's: nobody holds its lock
         dead.mkdir()
