@@ -7,15 +7,18 @@ container behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from clusterflow import spec
@@ -46,10 +49,20 @@ class DagsTest:
         self.env = airflow_environment(home, data, **env)
         before = {r["run_id"] for r in self.runs()} if (home / "airflow.db").exists() else set()
         args = ["-c", json.dumps(conf)] if conf else []
-        self.window = (int(time.time()) - 1, None)  # the engine events' seconds, around the run
-        self.result = subprocess.run([str(AIRFLOW_SH), "test", *args], env=self.env, capture_output=True,
-                                     text=True, timeout=600)
-        self.window = (self.window[0], int(time.time()) + 1)
+        # The engine's container create events, read while the run goes: the engine keeps only its
+        # last 256 events, which a busy engine overwrites before a later look-up.
+        events = docker.from_env().events(since=int(time.time()) - 1, decode=True,
+                                          filters={"type": "container", "event": "create"})
+        self.creates: list[dict[str, str]] = []
+        listener = threading.Thread(target=self._listen, args=(events,), daemon=True)
+        listener.start()
+        try:
+            self.result = subprocess.run([str(AIRFLOW_SH), "test", *args], env=self.env, capture_output=True,
+                                         text=True, timeout=600)
+            time.sleep(1)  # the last create's event, on its way
+        finally:
+            events.close()
+            listener.join(10)
         new = [r for r in self.runs() if r["run_id"] not in before]
         self.run = new[0] if len(new) == 1 else None
         self.run_id = self.run["run_id"] if self.run else None
@@ -80,16 +93,18 @@ class DagsTest:
                              (DAG_ID, self.run_id, task_id, key)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def created(self, engine: Any) -> dict[str, dict[str, str]]:
+    def _listen(self, events: Any) -> None:
+        with contextlib.suppress(Exception):  # the stream closed under it: the run is over
+            for event in events:
+                self.creates.append(event["Actor"]["Attributes"])
+
+    def created(self) -> dict[str, dict[str, str]]:
         """Every container the engine created for this run (by its name or its run id label: another
         run on the same engine meanwhile is not this one's), by name: its labels as the engine
         received them (its ``create`` events), not as the DAG's code renders them."""
-        since, until = self.window
         run_id = spec.safe_run_id(self.run_id)
-        events = engine.events(since=since, until=until, decode=True,
-                               filters={"type": "container", "event": "create"})
-        found = {event["Actor"]["Attributes"]["name"]: {k: v for k, v in event["Actor"]["Attributes"].items()
-                                                        if k.startswith("io.clusterflow.")} for event in events}
+        found = {attributes["name"]: {k: v for k, v in attributes.items() if k.startswith("io.clusterflow.")}
+                 for attributes in self.creates}
         return {name: labels for name, labels in found.items()
                 if name.startswith(f"clusterflow.{run_id}.") or labels.get("io.clusterflow.run_id") == run_id}
 
@@ -191,7 +206,7 @@ def test_every_container_the_engine_created_carries_the_readmes_name_and_labels(
              "cluster.pca": "cluster[pca]", "evaluate": "evaluate", "report": "report"}
     expected = {f"clusterflow.{run_id}.{name}": task for name, task in tasks.items()}
     expected |= {f"{name}.commit": task for name, task in expected.items() if task != "report"}
-    created = dag_run.created(engine)
+    created = dag_run.created()
     assert sorted(created) == sorted(expected)
     for name, labels in created.items():
         assert labels == {"io.clusterflow.dag_id": DAG_ID, "io.clusterflow.run_id": run_id,
@@ -199,7 +214,7 @@ def test_every_container_the_engine_created_carries_the_readmes_name_and_labels(
 
 
 def test_no_container_outlives_the_dag_run(dag_run, engine):
-    assert dag_run.created(engine)  # the label check below can find them (the test above checks the labels)
+    assert dag_run.created()  # the label check below can find them (the test above checks the labels)
     assert leftover_containers(engine, dag_id=DAG_ID, run_id=spec.safe_run_id(dag_run.run_id)) == []
 
 
@@ -227,7 +242,7 @@ def test_a_gate_failure_is_not_retried(gated_run):
 
 
 def test_no_container_outlives_a_failed_run(gated_run, engine):
-    assert gated_run.created(engine)  # it had containers, with labels the check below can find
+    assert gated_run.created()  # it had containers, with labels the check below can find
     assert leftover_containers(engine, dag_id=DAG_ID, run_id=spec.safe_run_id(gated_run.run_id)) == []
 
 
