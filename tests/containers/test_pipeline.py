@@ -20,6 +20,7 @@ import pytest
 from clusterflow import spec
 from tests.containers.conftest import assert_report_shows, image
 from tests.demo_reference import assert_matches_demo
+from tests.stack.conftest import held_step
 
 pytestmark = pytest.mark.container
 
@@ -167,26 +168,19 @@ def test_a_quality_gate_breach_still_reports_then_exits_3(engine, data_dir):
 
 def test_ctrl_c_removes_the_running_containers_at_once(engine, data_dir):
     """README: "Ctrl-C ... removes the running containers at once". The cluster container is
-    paused as the engine starts it (its start event, which no slow poll can miss; the steps run
-    at a quarter of a CPU, so it is paused long before it could finish), so the signal lands
-    mid-fit by construction, and the engine's events show the container killed before the runner
-    exits."""
+    held paused from its start event (tests/stack's held_step; the steps run at a quarter of a
+    CPU, so it is paused long before it could finish), so the signal lands mid-fit by
+    construction, and the engine's events show the container killed before the runner exits."""
     since = int(time.time()) - 1
-    started = engine.events(since=since, until=since + 300, decode=True, filters={
-        "type": "container", "event": "start", "label": f"{spec.LABEL_PREFIX}.run_id=interrupted"})
     command = [str(Path(sys.executable).with_name("clusterflow")), "run", "--data-dir", str(data_dir),
                "--run-id", "interrupted", "--dataset", "synthetic", "--n-samples", "300000", "--n-clusters", "8",
                "--init", "k-means++", "--no-cache"]
-    launched = time.time_ns()
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, spec.STEP_CPUS_ENV: "0.25"})
     try:
-        cluster = next(e["id"] for e in started if e["timeNano"] >= launched  # not an earlier run's
-                       and e["Actor"]["Attributes"][TASK_LABEL].startswith("cluster"))
-        started.close()
-        engine.api.pause(cluster)  # fails the test if it already ended: it cannot have, at 0.25 CPUs
-        runner.send_signal(signal.SIGINT)
-        output = runner.communicate(timeout=120)[0]
+        with held_step(engine, "interrupted", since, step="cluster"):
+            runner.send_signal(signal.SIGINT)
+            output = runner.communicate(timeout=120)[0]
     finally:
         runner.kill()
     assert runner.returncode == 1 and output.rstrip().endswith("Aborted!"), output[-3000:]
